@@ -66,6 +66,8 @@ def loads(text: str, source: str = "schedule") -> Schedule:
         raise ScheduleError(f"{source}: {e}") from None
     except json.JSONDecodeError as e:
         raise ScheduleError(f"{source}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except RecursionError:
+        raise ScheduleError(f"{source}: JSON is nested too deeply; not a schedule") from None
     return from_dict(data, source)
 
 
@@ -89,6 +91,8 @@ def from_dict(data: Any, source: str = "schedule") -> Schedule:
         return Schedule(**_checked_fields(data))
     except ScheduleError as e:
         raise ScheduleError(f"{source}: {e}") from None
+    except RecursionError:
+        raise ScheduleError(f"{source}: 'provenance' is nested too deeply") from None
 
 
 def _checked_fields(data: Any) -> dict[str, Any]:
