@@ -248,6 +248,8 @@ def retarget(schedule: Schedule, num_steps: int, sigmas: Sequence[float] | None 
     check_feasible(1, num_steps, None, False)  # validates num_steps
     if sigmas is not None and len(sigmas) != num_steps + 1:
         raise ScheduleError(f"target sigma grid has {len(sigmas)} values, expected num_steps+1 = {num_steps + 1}")
+    if coord == "sigma" and schedule.sigmas is None:
+        raise ScheduleError("the schedule carries no sigma grid, so it cannot be retargeted in the sigma coordinate")
     budget = _target_budget(schedule, num_steps, keep)
     same_grid = sigmas is None or schedule.sigmas is None or np.allclose(sigmas, schedule.sigmas, rtol=1e-9, atol=0)
     if num_steps == schedule.num_steps and same_grid and budget == schedule.budget and (
