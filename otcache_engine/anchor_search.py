@@ -1,0 +1,483 @@
+"""Stage 2: the anchor schedule, found by Optuna at an extreme low budget (algorithms §4).
+
+The graph search of stage 1 assumes that the errors of cached segments add up;
+at very low budgets they do not, so the anchor is optimised on the real
+end-to-end output instead. This module is the pure search: the caller (the
+ComfyUI node, or a script) supplies ``evaluate(schedule, pair_index) -> float``,
+which runs the model with that schedule on calibration pair ``pair_index`` and
+returns a distance to the uncached output (lower is better).
+
+Choices (documented here because they change what a user sees):
+
+* Search space: gap fractions (``K-1`` log-uniform parameters) for K <= 12,
+  a 6-piece warp slope for larger K; both are projected exactly onto a feasible
+  integer schedule (``projection.project``) with max gap ``L_a``.
+* ``n_trials`` is the *total* number of finished (complete + pruned) trials of
+  the study, across calls and processes: calling again with the same storage
+  resumes up to that total and does not add ``n_trials`` more. Raise it to
+  search longer.
+* Repeated integer schedules are memoised through the storage (trial user
+  attrs), so a memo survives restarts and is shared by every worker.
+* A trial whose ``evaluate`` raises an ordinary exception scores +inf (user attr
+  ``failed``); exceptions listed in ``propagate`` (e.g. ComfyUI's interrupt),
+  ``KeyboardInterrupt`` and ``SystemExit`` stop the search, and the interrupted
+  trial is queued again so the next call redoes it.
+* A trial left RUNNING by a killed process (SIGKILL, power loss) is marked FAIL
+  at the start of the next call and its parameters are queued again, so no
+  completed trial is lost and no work is silently dropped.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import OTCacheError, ScheduleError
+from .projection import check_feasible, project
+from .schedule import Schedule
+
+log = logging.getLogger("otcache")
+
+Evaluate = Callable[[Schedule, int], float]
+Progress = Callable[[int, int, float | None], None]
+
+GAP_LOW, GAP_HIGH = 0.05, 1.0
+WARP_PIECES, WARP_LIMIT = 6, 2.5
+MAX_GAP_PARAMS_K = 12
+_PROCESS_TOKEN = uuid.uuid4().hex
+
+
+# --- configuration ---------------------------------------------------------------
+
+def default_anchor_gap(num_steps: int, budget: int) -> int:
+    """L_a = twice the uniform gap (algorithms §4.2), so the search may leave the graph's cap."""
+    span = num_steps - 1
+    return max(1, min(span, 2 * math.ceil(span / max(budget - 1, 1))))
+
+
+@dataclass(frozen=True)
+class AnchorConfig:
+    """What is searched. ``max_gap=None`` means :func:`default_anchor_gap`; ``param='auto'``
+    picks gap fractions for K <= 12 and warp slopes above."""
+
+    num_steps: int
+    budget: int
+    n_pairs: int = 1
+    n_trials: int = 64
+    seed: int = 0
+    max_gap: int | None = None
+    force_last: bool = True
+    param: str = "auto"
+    metric: str = "unknown"
+    prune: bool = True
+    sigmas: tuple[float, ...] | None = None
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n, k = self.num_steps, self.budget
+        if not isinstance(n, int) or n < 3:
+            raise OTCacheError(f"the anchor search needs at least 3 sampling steps, got {n!r}")
+        if not isinstance(k, int) or not 2 <= k < n:
+            raise OTCacheError(f"anchor budget must be between 2 and steps-1 = {n - 1}, got {k!r}")
+        if not isinstance(self.n_pairs, int) or self.n_pairs < 1:
+            raise OTCacheError(f"n_pairs must be a positive integer, got {self.n_pairs!r}")
+        if not isinstance(self.n_trials, int) or self.n_trials < 1:
+            raise OTCacheError(f"n_trials must be a positive integer, got {self.n_trials!r}")
+        if self.param not in ("auto", "gaps", "warp"):
+            raise OTCacheError(f"param must be 'auto', 'gaps' or 'warp', got {self.param!r}")
+        check_feasible(k, n, self.gap, self.force_last)
+
+    @property
+    def gap(self) -> int:
+        return self.max_gap if self.max_gap is not None else default_anchor_gap(self.num_steps, self.budget)
+
+    @property
+    def kind(self) -> str:
+        if self.param != "auto":
+            return self.param
+        return "gaps" if self.budget <= MAX_GAP_PARAMS_K else "warp"
+
+    def digest(self, context: Mapping[str, Any] | None = None) -> str:
+        """Short hash of everything that changes the objective, so unlike searches never share a study."""
+        key = {"N": self.num_steps, "K": self.budget, "L": self.gap, "last": self.force_last,
+               "param": self.kind, "pairs": self.n_pairs, "metric": self.metric, "ctx": context or {}}
+        return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+# --- parametrisations -----------------------------------------------------------------
+
+def _span(num_steps: int, force_last: bool) -> int:
+    return num_steps - 1 if force_last else num_steps
+
+
+def positions_from_gaps(fractions: Sequence[float], num_steps: int, force_last: bool = True) -> np.ndarray:
+    """K real positions from gap fractions r (K-1 of them, or K without ``force_last``: the last
+    one is the gap to the virtual sink N)."""
+    r = np.asarray(fractions, dtype=np.float64)
+    return np.concatenate(([0.0], np.cumsum(_span(num_steps, force_last) * r / r.sum())))
+
+
+def positions_from_warp(slopes: Sequence[float], num_steps: int, budget: int, force_last: bool = True) -> np.ndarray:
+    """K real positions from a piecewise-constant log-slope warp (algorithms §4.2 B)."""
+    z = np.asarray(slopes, dtype=np.float64)
+    knots = np.concatenate(([0.0], np.cumsum(np.exp(z))))
+    knots /= knots[-1]
+    points = budget if force_last else budget + 1
+    u = np.linspace(0.0, 1.0, points)
+    y = _span(num_steps, force_last) * np.interp(u, np.linspace(0.0, 1.0, z.size + 1), knots)
+    return y[:budget]
+
+
+def _gaps_of(steps: Sequence[int], num_steps: int, force_last: bool) -> np.ndarray:
+    s = list(steps) + ([] if force_last else [num_steps])
+    return np.diff(np.asarray(s, dtype=np.float64))
+
+
+def params_for(steps: Sequence[int], cfg: AnchorConfig) -> dict[str, float]:
+    """Parameters whose projection gives (or comes close to) ``steps`` -- for warm starts."""
+    g = _gaps_of(steps, cfg.num_steps, cfg.force_last)
+    if cfg.kind == "gaps":
+        r = np.clip(g / g.max(), GAP_LOW, GAP_HIGH)
+        return {f"r{k}": float(v) for k, v in enumerate(r, start=1)}
+    knots = np.concatenate(([0.0], np.cumsum(g))) / g.sum()
+    warp = np.interp(np.linspace(0, 1, WARP_PIECES + 1), np.linspace(0, 1, knots.size), knots)
+    z = np.log(np.maximum(np.diff(warp), 1e-9) * WARP_PIECES)
+    z = np.clip(z - z.mean(), -WARP_LIMIT, WARP_LIMIT)
+    return {f"z{m}": float(v) for m, v in enumerate(z, start=1)}
+
+
+def suggest_steps(trial: Any, cfg: AnchorConfig) -> tuple[int, ...]:
+    """Ask the trial for its parameters and project them onto a feasible integer schedule."""
+    if cfg.kind == "gaps":
+        count = cfg.budget - 1 if cfg.force_last else cfg.budget
+        r = [trial.suggest_float(f"r{k}", GAP_LOW, GAP_HIGH, log=True) for k in range(1, count + 1)]
+        y = positions_from_gaps(r, cfg.num_steps, cfg.force_last)[:cfg.budget]
+    else:
+        z = [trial.suggest_float(f"z{m}", -WARP_LIMIT, WARP_LIMIT) for m in range(1, WARP_PIECES + 1)]
+        y = positions_from_warp(z, cfg.num_steps, cfg.budget, cfg.force_last)
+    return project(y, cfg.num_steps, cfg.gap, cfg.force_last)
+
+
+# --- warm starts -----------------------------------------------------------------------
+
+def uniform_steps(num_steps: int, budget: int, max_gap: int | None, force_last: bool = True) -> tuple[int, ...]:
+    """Evenly spread compute steps (the uniform-K baseline)."""
+    y = np.linspace(0.0, _span(num_steps, force_last), budget if force_last else budget + 1)[:budget]
+    return project(y, num_steps, max_gap, force_last)
+
+
+def resampled_shape(schedule: Schedule, num_steps: int, budget: int, max_gap: int | None,
+                    force_last: bool = True) -> tuple[int, ...]:
+    """The schedule's own warp (index coordinate) re-sampled at ``budget`` points and projected:
+    the reference's shape at the anchor budget (algorithms §4.4 iii, lambda = 0)."""
+    src = list(schedule.compute_steps) + ([] if schedule.force_last else [schedule.num_steps])
+    t = np.asarray(src, dtype=np.float64) / _span(schedule.num_steps, schedule.force_last)
+    points = budget if force_last else budget + 1
+    u = np.linspace(0.0, 1.0, points)
+    y = _span(num_steps, force_last) * np.interp(u, np.linspace(0.0, 1.0, t.size), t)
+    return project(y[:budget], num_steps, max_gap, force_last)
+
+
+def warm_starts(cfg: AnchorConfig, reference: Schedule | None = None,
+                graph: Schedule | Sequence[int] | None = None) -> list[tuple[str, tuple[int, ...]]]:
+    """Named warm-start schedules at the anchor budget: uniform, the graph optimum, the reference shape."""
+    out = [("uniform", uniform_steps(cfg.num_steps, cfg.budget, cfg.gap, cfg.force_last))]
+    if graph is not None:
+        steps = graph.compute_steps if isinstance(graph, Schedule) else tuple(int(s) for s in graph)
+        if len(steps) == cfg.budget:
+            out.append(("graph", project(steps, cfg.num_steps, cfg.gap, cfg.force_last)))
+        else:
+            log.warning("[OTCache] graph warm start has %d steps, not the anchor budget %d; ignored",
+                        len(steps), cfg.budget)
+    if reference is not None:
+        out.append(("reference-shape", resampled_shape(reference, cfg.num_steps, cfg.budget, cfg.gap,
+                                                       cfg.force_last)))
+    seen, unique = set(), []
+    for name, steps in out:
+        if steps not in seen:
+            seen.add(steps)
+            unique.append((name, steps))
+    return unique
+
+
+# --- storage ----------------------------------------------------------------------------
+
+def open_storage(storage: Any) -> Any:
+    """A path -> a journal file (crash-safe, multi-process); a URL (``sqlite:///``, ``postgresql://``)
+    or an Optuna storage object -> used as is."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    if storage is None or (isinstance(storage, str) and not storage.strip()):
+        raise OTCacheError("an Optuna storage is needed: a journal file path or a database URL")
+    if not isinstance(storage, (str, os.PathLike)):
+        return storage
+    text = os.fspath(storage).strip()
+    if "://" in text:
+        return text
+    path = Path(text).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = JournalFileOpenLock(str(path)) if os.name == "nt" else None
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+
+
+def describe_storage(storage: Any) -> str:
+    """Where the study lives, with any password removed (goes into provenance and the UI)."""
+    if isinstance(storage, (str, os.PathLike)):
+        text = os.fspath(storage).strip()
+        return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", text)
+    return type(storage).__name__
+
+
+def study_name(model_key: str, cfg: AnchorConfig, context: Mapping[str, Any] | None = None) -> str:
+    """anchor-<model>-N<steps>-K<budget>-<digest of the objective settings>."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(model_key))[:40] or "model"
+    return f"anchor-{safe}-N{cfg.num_steps}-K{cfg.budget}-{cfg.digest(context)}"
+
+
+# --- trial bookkeeping -------------------------------------------------------------------
+
+def _proc_start(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def _owner() -> dict[str, Any]:
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "start": _proc_start(pid), "token": _PROCESS_TOKEN}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _is_stale(trial: Any, stale_after: float) -> bool:
+    """A RUNNING trial nobody is working on: its process is gone (same host) or silent too long."""
+    owner = trial.user_attrs.get("otcache_owner")
+    beat = trial.user_attrs.get("otcache_heartbeat")
+    if isinstance(owner, dict) and owner.get("host") == socket.gethostname():
+        pid = int(owner.get("pid", -1))
+        if pid == os.getpid():
+            return owner.get("token") != _PROCESS_TOKEN
+        if not _pid_alive(pid):
+            return True
+        start = _proc_start(pid)
+        return start is not None and owner.get("start") is not None and start != owner.get("start")
+    last = beat if isinstance(beat, (int, float)) else (
+        trial.datetime_start.timestamp() if trial.datetime_start else None)
+    return last is not None and time.time() - last > stale_after
+
+
+def _carry(trial: Any) -> dict[str, Any]:
+    keep = {k: trial.user_attrs[k] for k in ("warm_start", "target_schedule") if k in trial.user_attrs}
+    keep["retry_of"] = trial.number
+    return keep
+
+
+def recover_stale_trials(study: Any, stale_after: float = 3 * 3600.0) -> list[int]:
+    """Mark RUNNING trials of dead workers FAIL and queue their parameters again; returns their numbers."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    recovered = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not _is_stale(t, stale_after):
+            continue
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, "stale", True)
+            changed = study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+        except (UpdateFinishedTrialError, RuntimeError):
+            continue
+        if changed:
+            study.enqueue_trial(dict(t.params), user_attrs=_carry(t))
+            recovered.append(t.number)
+    if recovered:
+        log.warning("[OTCache] anchor search: trial(s) %s were left running by a stopped worker; queued again",
+                    recovered)
+    return recovered
+
+
+def finished_count(study: Any) -> int:
+    from optuna.trial import TrialState
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def _memo(study: Any, steps: tuple[int, ...]) -> Any | None:
+    """An earlier finished trial (any worker, any call) that evaluated the same integer schedule."""
+    from optuna.trial import TrialState
+    pruned = None
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if tuple(t.user_attrs.get("schedule", ())) != steps or "failed" in t.user_attrs:
+            continue
+        if t.state == TrialState.COMPLETE:
+            return t
+        pruned = pruned or t
+    return pruned
+
+
+def best_trial(study: Any) -> Any | None:
+    from optuna.trial import TrialState
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.value is not None and math.isfinite(t.value) and "schedule" in t.user_attrs]
+    return min(done, key=lambda t: (t.value, t.number)) if done else None
+
+
+# --- the objective ------------------------------------------------------------------------
+
+class _Objective:
+    def __init__(self, evaluate: Evaluate, cfg: AnchorConfig, propagate: tuple[type[BaseException], ...]):
+        self.evaluate, self.cfg, self.propagate = evaluate, cfg, propagate
+
+    def __call__(self, trial: Any) -> float:
+        import optuna
+        cfg = self.cfg
+        trial.set_user_attr("otcache_owner", _owner())
+        steps = suggest_steps(trial, cfg)
+        target = trial.user_attrs.get("target_schedule")
+        if target is not None:
+            steps = tuple(int(s) for s in target)
+        trial.set_user_attr("schedule", list(steps))
+        hit = _memo(trial.study, steps)
+        if hit is not None:
+            trial.set_user_attr("memo_of", hit.number)
+            if hit.state.name == "PRUNED":
+                raise optuna.TrialPruned(f"same schedule as pruned trial {hit.number}")
+            return float(hit.value)
+        schedule = Schedule(cfg.num_steps, steps, kind="anchor", force_last=cfg.force_last, max_gap=cfg.gap,
+                            sigmas=cfg.sigmas)
+        return self._run_pairs(trial, schedule)
+
+    def _run_pairs(self, trial: Any, schedule: Schedule) -> float:
+        import optuna
+        scores: list[float] = []
+        for p in range(self.cfg.n_pairs):
+            try:
+                value = float(self.evaluate(schedule, p))
+            except self.propagate:
+                self._requeue(trial)
+                raise
+            except Exception as e:  # noqa: BLE001 - a failed run (OOM, NaN...) must not end the study
+                msg = f"{type(e).__name__}: {e}"[:500]
+                trial.set_user_attr("failed", msg)
+                log.warning("[OTCache] anchor trial %d failed on pair %d (%s); scored +inf", trial.number, p, msg)
+                return math.inf
+            except BaseException:
+                self._requeue(trial)
+                raise
+            if not math.isfinite(value):
+                trial.set_user_attr("failed", f"non-finite score {value} on pair {p}")
+                return math.inf
+            scores.append(value)
+            mean = float(np.mean(scores))
+            trial.set_user_attr("pair_scores", scores)
+            trial.set_user_attr("otcache_heartbeat", time.time())
+            trial.report(mean, step=p)
+            if self.cfg.prune and p < self.cfg.n_pairs - 1 and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after pair {p} (mean {mean:.4g})")
+        return float(np.mean(scores))
+
+    @staticmethod
+    def _requeue(trial: Any) -> None:
+        try:
+            trial.set_user_attr("interrupted", True)
+            trial.study.enqueue_trial(dict(trial.params), user_attrs=_carry(trial))
+        except Exception as e:  # noqa: BLE001 - never mask the interrupt itself
+            log.warning("[OTCache] could not queue interrupted trial %d again: %s", trial.number, e)
+
+
+# --- the search --------------------------------------------------------------------------
+
+def make_study(cfg: AnchorConfig, storage: Any, name: str) -> Any:
+    import optuna
+    dim = (cfg.budget - 1 if cfg.force_last else cfg.budget) if cfg.kind == "gaps" else WARP_PIECES
+    sampler = optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True, n_startup_trials=max(10, 2 * dim),
+                                         constant_liar=True)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=10, n_warmup_steps=0) if cfg.prune \
+        else optuna.pruners.NopPruner()
+    return optuna.create_study(study_name=name, storage=storage, direction="minimize", sampler=sampler,
+                               pruner=pruner, load_if_exists=True)
+
+
+def enqueue_warm_starts(study: Any, cfg: AnchorConfig, starts: Sequence[tuple[str, Sequence[int]]]) -> None:
+    """Queue each warm start once per study (skip_if_exists makes a resumed call a no-op)."""
+    for name, steps in starts:
+        steps = tuple(int(s) for s in steps)
+        study.enqueue_trial(params_for(steps, cfg), user_attrs={"warm_start": name, "target_schedule": list(steps)},
+                            skip_if_exists=True)
+
+
+def search_anchor(evaluate: Evaluate, cfg: AnchorConfig, storage: Any, *, model_key: str = "model",
+                  context: Mapping[str, Any] | None = None, reference: Schedule | None = None,
+                  graph: Schedule | Sequence[int] | None = None, progress: Progress | None = None,
+                  propagate: Sequence[type[BaseException]] = (), stale_after: float = 3 * 3600.0,
+                  name: str | None = None) -> Schedule:
+    """Run (or resume) the anchor search until the study holds ``cfg.n_trials`` finished trials.
+
+    ``storage``: a journal file path, an Optuna storage URL, or a storage object.
+    ``context``: anything else that changes the objective (seeds, sampler, cfg...), hashed
+    into the study name. ``progress(done, total, best)`` is called after every trial.
+    Returns the best schedule (kind ``anchor``) with its search provenance.
+    """
+    import optuna
+
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        store = open_storage(storage)
+        name = name or study_name(model_key, cfg, context)
+        study = make_study(cfg, store, name)
+        recover_stale_trials(study, stale_after)
+        enqueue_warm_starts(study, cfg, warm_starts(cfg, reference, graph))
+        objective = _Objective(evaluate, cfg, tuple(propagate))
+        while True:
+            done = finished_count(study)
+            best = best_trial(study)
+            if progress is not None:
+                progress(min(done, cfg.n_trials), cfg.n_trials, best.value if best else None)
+            if done >= cfg.n_trials:
+                break
+            study.optimize(objective, n_trials=1)
+    finally:
+        optuna.logging.set_verbosity(previous)
+    return _result(study, cfg, describe_storage(storage), name, done)
+
+
+def _result(study: Any, cfg: AnchorConfig, where: str, name: str, done: int) -> Schedule:
+    best = best_trial(study)
+    if best is None:
+        failures = [t.user_attrs.get("failed") for t in study.trials if "failed" in t.user_attrs]
+        raise OTCacheError(f"the anchor search finished no trial with a finite score ({len(failures)} failed; "
+                           f"first error: {failures[0] if failures else 'none'})")
+    prov = dict(cfg.provenance)
+    prov.update({"source": "anchor-search", "metric": cfg.metric, "trials": done, "score": float(best.value),
+                 "best_trial": best.number, "storage": where, "study": name, "search_seed": cfg.seed,
+                 "param": cfg.kind, "pairs": cfg.n_pairs, "budget": cfg.budget, "steps": cfg.num_steps})
+    if "warm_start" in best.user_attrs:
+        prov["warm_start"] = best.user_attrs["warm_start"]
+    try:
+        return Schedule(cfg.num_steps, tuple(best.user_attrs["schedule"]), kind="anchor", force_last=cfg.force_last,
+                        max_gap=cfg.gap, sigmas=cfg.sigmas, provenance=prov)
+    except ScheduleError as e:
+        raise OTCacheError(f"study {name!r} holds a schedule that does not fit this search ({e})") from None
