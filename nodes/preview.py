@@ -1,0 +1,233 @@
+"""The data behind the schedule plot: one JSON shape for the graph widget, whatever produced it.
+
+Used by three producers so that the JavaScript only draws:
+- ``POST /otcache/preview`` (routes.py), while the user moves the budget before the graph runs;
+- OTCache Apply's UI output after it executed (key ``otcache_schedule``);
+- every node that outputs a schedule (Calibrate, Anchor Search, Load Schedule) for its own plot.
+
+Payload (``PAYLOAD_VERSION`` 1), all plain JSON::
+
+    {"version": 1,
+     "num_steps": N, "budget": K, "speedup": N/K,      # the schedule the run will use (the last row)
+     "compute_steps": [...], "sigmas": [N+1 floats] | null,
+     "rows": [{"label", "kind", "num_steps", "compute_steps", "budget", "speedup", "source", "original"}...],
+     "lambda": float | null, "rule": str | null,
+     "warnings": [str...], "note": str,
+     "schedule": <schedule dict of the last row>,
+     "inputs": {"reference": <schedule dict> | null, "anchor": <schedule dict> | null}}
+
+Rows are drawn top to bottom: reference, anchor, then the interpolated target. When the run has another
+step count than a schedule, its row shows the schedule retargeted to the run's N (``original`` says what it
+was). ``inputs`` carries the full schedules so the widget can ask for a new budget without re-running.
+
+Nothing here imports ComfyUI or aiohttp.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Mapping
+
+from ..otcache_engine import Schedule, schedule_io
+from ..otcache_engine.errors import OTCacheError, ScheduleError
+
+PAYLOAD_VERSION = 1
+UI_KEY = "otcache_schedule"
+MAX_STEPS = 10_000
+ALLOWED_KEYS = ("reference", "anchor", "budget", "speedup", "num_steps", "sigmas", "rule")
+
+
+class PreviewError(ValueError):
+    """A request the preview cannot answer; the message is shown to the user as is."""
+
+
+# --- payload ------------------------------------------------------------------------------------
+
+def _row(label: str, s: Schedule, original: Schedule | None = None) -> dict[str, Any]:
+    row = {
+        "label": label,
+        "kind": s.kind,
+        "num_steps": s.num_steps,
+        "compute_steps": list(s.compute_steps),
+        "budget": s.budget,
+        "speedup": round(s.speedup, 4),
+        "source": str(s.provenance.get("source", "")) or None,
+        "original": None,
+    }
+    if original is not None and original.num_steps != s.num_steps:
+        row["original"] = f"K={original.budget} of N={original.num_steps}"
+    return row
+
+
+def plot_payload(target: Schedule, reference: Schedule | None = None, anchor: Schedule | None = None,
+                 *, sigmas: list[float] | None = None, label: str | None = None,
+                 warnings_: list[str] | None = None, note: str = "",
+                 shown_reference: Schedule | None = None, shown_anchor: Schedule | None = None,
+                 ) -> dict[str, Any]:
+    """The plot data for ``target`` (the schedule a run uses) and the schedules it came from.
+
+    ``shown_reference`` / ``shown_anchor`` are the endpoints as drawn (retargeted to the target's N);
+    ``reference`` / ``anchor`` are kept whole in ``inputs``. A node that outputs one schedule calls
+    ``plot_payload(schedule, label="reference")`` (or "anchor", "schedule").
+    """
+    rows = []
+    if reference is not None:
+        rows.append(_row("reference", shown_reference or reference, reference))
+    if anchor is not None:
+        rows.append(_row("anchor", shown_anchor or anchor, anchor))
+    is_mix = reference is not None and anchor is not None and target is not reference and target is not anchor
+    rows.append(_row(label or ("interpolated" if is_mix else target.kind), target))
+    sig = list(sigmas) if sigmas is not None else (list(target.sigmas) if target.sigmas is not None else None)
+    if sig is not None and len(sig) != target.num_steps + 1:
+        sig = None
+    prov = target.provenance
+    lam = prov.get("lambda")
+    return {
+        "version": PAYLOAD_VERSION,
+        "num_steps": target.num_steps,
+        "budget": target.budget,
+        "speedup": round(target.speedup, 4),
+        "compute_steps": list(target.compute_steps),
+        "sigmas": sig,
+        "rows": rows,
+        "lambda": float(lam) if isinstance(lam, (int, float)) and not isinstance(lam, bool) else None,
+        "rule": prov.get("rule") if isinstance(prov.get("rule"), str) else None,
+        "warnings": list(warnings_ or []),
+        "note": note,
+        "schedule": target.to_dict(),
+        "inputs": {"reference": reference.to_dict() if reference is not None else None,
+                   "anchor": anchor.to_dict() if anchor is not None else None},
+    }
+
+
+def ui_output(payload: Mapping[str, Any]) -> dict[str, list]:
+    """A node's ``ui`` dict: ComfyUI merges ui values as lists, so the payload is wrapped in one."""
+    return {UI_KEY: [dict(payload)]}
+
+
+# --- request validation -------------------------------------------------------------------------
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _schedule(value: Any, what: str, resolve_name) -> Schedule | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if resolve_name is None:
+            raise PreviewError(f"'{what}' must be a schedule object")
+        try:
+            return resolve_name(value)
+        except OTCacheError as e:
+            raise PreviewError(f"'{what}': {e}") from None
+    if not isinstance(value, Mapping):
+        raise PreviewError(f"'{what}' must be a schedule object (as saved by OTCache) or null")
+    try:
+        return schedule_io.from_dict(value, what)
+    except ScheduleError as e:
+        raise PreviewError(str(e)) from None
+
+
+def budget_for_speedup(num_steps: int, speedup: float) -> int:
+    """K for a target speed-up N/K: the nearest K in [1, N] (at least 1 computed step)."""
+    return int(min(num_steps, max(1, round(num_steps / speedup))))
+
+
+def preview(body: Any, resolve_name=None) -> dict[str, Any]:
+    """Answer a preview request (a decoded JSON body). Raises ``PreviewError`` with a clear message.
+
+    ``resolve_name(name) -> Schedule`` lets the caller accept schedule *names* (presets, saved files)
+    in place of schedule objects; without it only objects are accepted.
+    """
+    if not isinstance(body, Mapping):
+        raise PreviewError("the request body must be a JSON object")
+    unknown = sorted(set(body) - set(ALLOWED_KEYS))
+    if unknown:
+        raise PreviewError(f"unknown field(s) {unknown}; allowed: {list(ALLOWED_KEYS)}")
+    reference = _schedule(body.get("reference"), "reference", resolve_name)
+    anchor = _schedule(body.get("anchor"), "anchor", resolve_name)
+    if reference is None and anchor is None:
+        raise PreviewError("no schedule given: send 'reference' and/or 'anchor'")
+
+    num_steps = body.get("num_steps")
+    if num_steps is not None and (not _is_int(num_steps) or not 1 <= num_steps <= MAX_STEPS):
+        raise PreviewError(f"'num_steps' must be an integer between 1 and {MAX_STEPS}, got {num_steps!r}")
+    sigmas = body.get("sigmas")
+    if sigmas is not None:
+        if (not isinstance(sigmas, list) or not 2 <= len(sigmas) <= MAX_STEPS + 1
+                or not all(_is_num(x) for x in sigmas)):
+            raise PreviewError(f"'sigmas' must be a list of 2 to {MAX_STEPS + 1} finite numbers")
+        sigmas = [float(x) for x in sigmas]
+        if any(x < 0 for x in sigmas) or any(b > a for a, b in zip(sigmas, sigmas[1:])) or sigmas[0] <= sigmas[-1]:
+            raise PreviewError("'sigmas' must be non-negative and decrease from noise to data")
+        if num_steps is None:
+            num_steps = len(sigmas) - 1
+        elif len(sigmas) != num_steps + 1:
+            raise PreviewError(f"'sigmas' has {len(sigmas)} values; num_steps={num_steps} needs {num_steps + 1}")
+
+    rule = body.get("rule", "linear_k")
+    from ..otcache_engine import transport
+    if rule not in transport.RULES:
+        raise PreviewError(f"'rule' must be one of {list(transport.RULES)}, got {rule!r}")
+
+    has_budget, has_speedup = body.get("budget") is not None, body.get("speedup") is not None
+    if has_budget and has_speedup:
+        raise PreviewError("send either 'budget' (computed steps K) or 'speedup' (N/K), not both")
+
+    caught: list[str] = []
+    try:
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            payload = _compute(reference, anchor, num_steps, sigmas, body, has_budget, has_speedup, rule)
+        caught = [str(x.message) for x in w]
+    except PreviewError:
+        raise
+    except OTCacheError as e:
+        raise PreviewError(str(e)) from None
+    payload["warnings"] = caught + payload["warnings"]
+    return payload
+
+
+def _compute(reference, anchor, num_steps, sigmas, body, has_budget, has_speedup, rule) -> dict[str, Any]:
+    from ..otcache_engine.transport import interpolate
+    from ..otcache_engine.warp import retarget
+
+    only = reference if anchor is None else anchor if reference is None else None
+    n = num_steps if num_steps is not None else (only or reference).num_steps
+    budget = None
+    if has_budget:
+        budget = body["budget"]
+        if not _is_int(budget) or not 1 <= budget <= n:
+            raise PreviewError(f"'budget' must be an integer number of computed steps between 1 and {n}, "
+                               f"got {budget!r}")
+    elif has_speedup:
+        speedup = body["speedup"]
+        if not _is_num(speedup) or not 1.0 <= speedup <= n:
+            raise PreviewError(f"'speedup' must be a number between 1 and {n} (N/K), got {speedup!r}")
+        budget = budget_for_speedup(n, float(speedup))
+
+    if only is not None:
+        role = "reference" if anchor is None else "anchor"
+        shown = retarget(only, n) if n != only.num_steps else only
+        note = (f"only a {role} is connected: it is used as is"
+                + ("" if budget is None or budget == shown.budget
+                   else f" (K={shown.budget}; connect both a reference and an anchor to choose the budget)"))
+        return plot_payload(shown, **{role: only}, **{f"shown_{role}": shown}, sigmas=sigmas,
+                            label="in use", note=note)
+
+    shown_ref = retarget(reference, n) if n != reference.num_steps else reference
+    shown_anc = retarget(anchor, n) if n != anchor.num_steps else anchor
+    if budget is None:
+        budget = shown_ref.budget
+    target = interpolate(reference, anchor, budget, num_steps=n, rule=rule)
+    lo, hi = sorted((shown_ref.budget, shown_anc.budget))
+    note = f"K={target.budget} of N={n}, between the anchor (K={shown_anc.budget}) and the reference (K={shown_ref.budget})"
+    if not lo <= target.budget <= hi:
+        note = f"K={target.budget} is outside [{lo}, {hi}]: the nearest endpoint's shape is used"
+    return plot_payload(target, reference, anchor, sigmas=sigmas, note=note,
+                        shown_reference=shown_ref, shown_anchor=shown_anc)
