@@ -1,0 +1,56 @@
+"""Host-test configuration: the harness modules on ``sys.path``, the ComfyUI in use in the header, fixtures.
+
+Test modules start with ``COMFY_VERSION = require_comfy()`` (from ``comfy_host``) before importing any
+harness module that needs ComfyUI, so that without ComfyUI every host test skips with the reason instead of
+failing at import. Nothing here imports ComfyUI at module level.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+import comfy_host  # noqa: E402
+
+# Tiny models do many small ops: one intra-op thread is faster than two on a shared 2-core machine, where a
+# second spinning thread waits for a core another job holds. Override with OTCACHE_TEST_THREADS.
+torch.set_num_threads(int(os.environ.get("OTCACHE_TEST_THREADS", "1")))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return comfy_host.describe()
+
+
+@pytest.fixture(scope="session")
+def comfy_version() -> str:
+    """The ComfyUI version in use; skips the test with the reason when no ComfyUI is found."""
+    loc = comfy_host.find_comfyui()
+    if not loc.found:
+        pytest.skip(loc.reason)
+    return comfy_host.ensure_comfy_importable()
+
+
+@pytest.fixture
+def split_cfg(comfy_version: str):
+    """Within one test, ComfyUI sees no free memory, so cond and uncond run as separate model calls."""
+    import sampling
+
+    with sampling.forced_split_cfg():
+        yield
+
+
+@pytest.fixture
+def batched_cfg(comfy_version: str):
+    """Within one test, ComfyUI sees ample free memory, so cond and uncond run as one batched call."""
+    import sampling
+
+    with sampling.forced_batched_cfg():
+        yield
