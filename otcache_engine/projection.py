@@ -10,8 +10,8 @@ schedule exactly (algorithms §4.2):
     F[0][n] = 0 if n == 0 else inf
     F[k][n] = |n - y_k| + min_{n-L <= m <= n-1} F[k-1][m]
 
-The inner minimum is a sliding-window minimum (``scipy.ndimage.minimum_filter1d``,
-O(N) per row whatever L is); the argmin is recomputed only along the
+The inner minimum is a sliding-window minimum (van Herk / Gil-Werman, O(N) per
+row whatever L is); the argmin is recomputed only along the
 backtracked path, so the whole projection is O(K*N) plus O(K*L).
 """
 from __future__ import annotations
@@ -20,7 +20,6 @@ import math
 from typing import Sequence
 
 import numpy as np
-from scipy.ndimage import minimum_filter1d
 
 from .errors import InfeasibleBudgetError, ScheduleError
 
@@ -126,8 +125,21 @@ def _project_dp(y: np.ndarray, num_steps: int, gap: int, force_last: bool) -> tu
 
 
 def _window_min_before(row: np.ndarray, gap: int) -> np.ndarray:
-    """out[n] = min(row[max(0, n-gap) : n]); inf where the window is empty."""
-    trailing = minimum_filter1d(row, size=gap, mode="constant", cval=np.inf, origin=(gap - 1) // 2)
+    """out[n] = min(row[max(0, n-gap) : n]); inf where the window is empty.
+
+    van Herk / Gil-Werman: cut the (left-padded) row into blocks of the window
+    width w; a window spans at most two blocks, so its minimum is the suffix
+    minimum of its first block at its start and the prefix minimum of its
+    second block at its end. O(N) whatever w, numpy only.
+    """
+    n = row.size
+    w = min(gap, n)
+    padded = np.concatenate((np.full(w - 1, np.inf), row))
+    blocks = np.concatenate((padded, np.full(-padded.size % w, np.inf))).reshape(-1, w)
+    prefix = np.minimum.accumulate(blocks, axis=1).ravel()
+    suffix = np.minimum.accumulate(blocks[:, ::-1], axis=1)[:, ::-1].ravel()
+    start = np.arange(n)
+    trailing = np.minimum(suffix[start], prefix[start + w - 1])  # min(row[m-w+1 : m+1]) for m = start
     return np.concatenate(([np.inf], trailing[:-1]))
 
 
