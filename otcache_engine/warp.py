@@ -167,6 +167,8 @@ class Warp:
     def __call__(self, u: float | np.ndarray) -> np.ndarray:
         return np.interp(u, self.levels, self.values)
 
+    evaluate = __call__
+
     @classmethod
     def from_values(cls, values: Sequence[float], force_last: bool = True) -> "Warp":
         """Warp through equally spaced levels: the lossless representation of K positions."""

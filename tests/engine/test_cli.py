@@ -172,3 +172,26 @@ def test_commands_are_a_table_others_can_extend(capsys):
         assert code == 0 and seen == [3]
     finally:
         del cli.COMMANDS["echo-k"]
+
+
+# --- plotting (the module behind `plot`) --------------------------------------------------------------
+
+def test_plot_rows_labels_and_sigma_panel(tmp_path):
+    from otcache_engine.plotting import plot_schedules, save_plot
+    sig = [1.0 - n / 50 for n in range(50)] + [0.0]
+    ref = schedule_io.load(REF).replace(sigmas=sig)
+    fig = plot_schedules([ref, schedule_io.load(ANC)], ["ref", "anc"])
+    axes = fig.get_axes()
+    assert len(axes) == 2  # sigma panel + rows
+    labels = [t.get_text() for t in axes[1].get_yticklabels()]
+    assert labels == ["ref  K=26/50  1.92x", "anc  K=10/50  5.00x"]
+    assert len(axes[1].patches) == 100  # one cell per step per row
+    assert len(plot_schedules([schedule_io.load(ANC)]).get_axes()) == 1  # no grid, no sigma panel
+    assert save_plot([ref], tmp_path / "r.svg").read_text().startswith("<?xml")
+
+
+def test_plot_without_matplotlib_is_one_clear_error(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # makes the import fail
+    code, _, err = run_main(capsys, "plot", REF, "-o", str(tmp_path / "x.png"))
+    assert code == 2
+    assert_one_line_error(err, "pip install matplotlib")
