@@ -35,7 +35,7 @@ class Command:
 COMMANDS: dict[str, Command] = {}
 # Modules that register further subcommands when imported (e.g. "otcache_engine.toy.demo");
 # they are imported only when the parser is built, so a slow import never delays the others.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["otcache_engine.toy.commands"]
 
 
 def register(command: Command) -> Command:
@@ -127,10 +127,22 @@ register(Command("plot", "draw schedules to an image file", _plot_args, _plot_ru
 
 # --- entry point ----------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
+def _import_command_modules() -> list[str]:
+    """Import the modules that add subcommands; one that cannot be imported (e.g. torch
+    missing) must not take the schedule commands down with it, so it is only named in --help."""
+    unavailable = []
     for module in COMMAND_MODULES:
-        importlib.import_module(module)
-    parser = _Parser(prog="python -m otcache_engine", description="OTCache schedule engine")
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            unavailable.append(f"{module} ({e})")
+    return unavailable
+
+
+def build_parser() -> argparse.ArgumentParser:
+    unavailable = _import_command_modules()
+    epilog = f"unavailable subcommand modules: {', '.join(unavailable)}" if unavailable else None
+    parser = _Parser(prog="python -m otcache_engine", description="OTCache schedule engine", epilog=epilog)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for command in COMMANDS.values():

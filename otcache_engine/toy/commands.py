@@ -1,0 +1,59 @@
+"""The ``demo`` and ``bench`` subcommands of ``python -m otcache_engine``.
+
+Only argument definitions live here, so that building the CLI parser stays cheap (no
+torch import); the work is imported when a command runs.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+
+from ..cli import Command, register
+
+BUNDLED = Path(__file__).with_name("weights") / "toy_dit.safetensors"
+
+
+def _demo_add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, default=50, help="sampling steps N (default 50)")
+    p.add_argument("--pairs", type=int, default=4, help="calibration (class, seed) pairs (default 4)")
+    p.add_argument("--eval-pairs", type=int, default=8, help="held-out pairs to score (default 8)")
+    p.add_argument("--trials", type=int, default=40, help="Optuna trials of the anchor search (default 40)")
+    p.add_argument("--budgets", type=int, default=5, help="number of budgets from K_ref to K_anc (default 5)")
+    p.add_argument("--ref-fraction", type=float, default=2.0, help="K_ref = N / this (default 2)")
+    p.add_argument("--anchor-fraction", type=float, default=5.0, help="K_anc = N / this (default 5)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the anchor search")
+    p.add_argument("--weights", type=Path, default=BUNDLED, help="toy model weights (default: bundled)")
+    p.add_argument("--no-lpips", action="store_true", help="skip LPIPS even if its weights exist")
+    p.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder (default outputs/demo)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _bench_add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, nargs="+", default=[50, 28], help="step counts N (default 50 28)")
+    p.add_argument("--pairs", type=int, default=4, help="calibration pairs (default 4)")
+    p.add_argument("--eval-seeds", type=int, default=3, help="seeds per held-out class (default 3: 24 pairs)")
+    p.add_argument("--trials", type=int, default=60,
+                   help="Optuna trials of the anchor search and of each direct optimisation (default 60)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per configuration (median; default 3)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weights", type=Path, default=BUNDLED)
+    p.add_argument("--no-lpips", action="store_true")
+    p.add_argument("--out", type=Path, default=Path("docs/results"),
+                   help="folder for bench.md / bench.json / bench_pareto.png (default docs/results)")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _lazy(module: str):
+    def run(args: argparse.Namespace) -> int:
+        return importlib.import_module(module).run(args)
+    return run
+
+
+register(Command("demo", "the whole OTCache method on the bundled toy model (a few minutes on CPU)",
+                 _demo_add_arguments, _lazy("otcache_engine.toy.demo")))
+register(Command("bench", "OTCache vs uniform, MagCache, TeaCache, EasyCache, FBCache, graph, OmniCache "
+                          "on the toy model (20-30 min on 2 CPU cores)", _bench_add_arguments,
+                 _lazy("otcache_engine.toy.bench")))
