@@ -108,6 +108,7 @@ class Plot {
     this.state = { status: "empty", payload: null, message: "" };
     this.seq = 0;
     this.draws = 0;
+    this.executed = 0; // UI outputs received from runs of this node
     this.summary = null;
     this.timer = null;
     this.lastJson = "";
@@ -165,7 +166,11 @@ class Plot {
   /** A payload from an executed node (UI output) or restored from the workflow. */
   showPayload(payload, { persist = true, executed = false } = {}) {
     const json = JSON.stringify(payload);
-    if (executed) this.seq += 1; // newer than any preview still in flight
+    if (executed) {
+      // What the run used wins over any preview still pending or in flight.
+      clearTimeout(this.timer);
+      this.seq += 1;
+    }
     if (persist) this.node.properties[PROP] = payload;
     if (json === this.lastJson && this.state.status === "ready") return;
     this.lastJson = json;
@@ -272,6 +277,7 @@ function handleOutput(node, output) {
   const plot = plotOf(node);
   const payload = payloadFromOutput(output);
   if (!plot || !payload) return;
+  plot.executed += 1;
   plot.showPayload(payload, { executed: true });
   if (plot.role === "source") for (const t of downstreamApplyNodes(node)) plotOf(t)?.refresh();
 }

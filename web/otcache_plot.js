@@ -59,32 +59,33 @@ function roundRect(ctx, x, y, w, h, r) {
  * Geometry of the plot for a payload in a W x H box (CSS pixels). Pure: used by draw() and by tests.
  * Returns {header, sigma, rows: [{y, h}], cells: {x0, width, cell}, axis, footer}.
  */
-export function layout(payload, W, H) {
+export function layout(payload, W, H, labelW = null) {
   const pad = 8;
   const rows = payload?.rows || [];
   const n = payload?.num_steps || 1;
-  const labelW = Math.min(96, Math.max(64, Math.round(W * 0.26)));
+  labelW = labelW ?? Math.min(110, Math.max(64, Math.round(W * 0.26)));
   const header = { x: pad, y: pad, h: 16 };
-  let y = header.y + header.h + 4;
+  let y = header.y + header.h + 6;
   const footerH = payload?.note || (payload?.warnings || []).length ? 14 : 0;
   const axisH = 12;
   const avail = H - y - pad - axisH - footerH;
   const hasSigma = Array.isArray(payload?.sigmas) && payload.sigmas.length === n + 1;
   const sigmaH = hasSigma ? Math.max(14, Math.min(34, Math.round(avail * 0.28))) : 0;
   const sigma = hasSigma ? { y, h: sigmaH } : null;
-  y += sigmaH + (hasSigma ? 4 : 0);
-  const rowSpace = Math.max(0, H - y - pad - axisH - footerH);
-  const rowH = rows.length ? Math.max(8, Math.min(24, Math.floor((rowSpace - (rows.length - 1) * 3) / rows.length))) : 0;
-  const rowBoxes = rows.map((_, i) => ({ y: y + i * (rowH + 3), h: rowH }));
-  y += rows.length ? rows.length * (rowH + 3) - 3 : 0;
+  y += sigmaH + (hasSigma ? 5 : 0);
+  const rowSpace = Math.max(0, H - y - pad - axisH - footerH - 4);
+  const rowGap = 4;
+  const rowH = rows.length ? Math.max(8, Math.min(34, Math.floor((rowSpace - (rows.length - 1) * rowGap) / rows.length))) : 0;
+  const rowBoxes = rows.map((_, i) => ({ y: y + i * (rowH + rowGap), h: rowH }));
+  y += rows.length ? rows.length * (rowH + rowGap) - rowGap : 0;
   const x0 = pad + labelW;
   const width = Math.max(10, W - x0 - pad);
   return {
     pad, labelW, header, sigma,
     rows: rowBoxes,
     cells: { x0, width, cell: width / n },
-    axis: { y: y + 2, h: axisH },
-    footer: footerH ? { y: y + 2 + axisH, h: footerH } : null,
+    axis: { y: y + 3, h: axisH },
+    footer: footerH ? { y: y + 3 + axisH + 2, h: footerH } : null,
   };
 }
 
@@ -115,28 +116,39 @@ export function draw(canvas, state) {
     drawMessage(ctx, W, H, state);
     return { status: state?.status || "empty", rows: [] };
   }
-  const L = layout(payload, W, H);
+  ctx.font = `600 12px ${FONT}`;
+  const widest = Math.max(40, ...(payload.rows || []).map((r) => ctx.measureText(String(r.label)).width));
+  const L = layout(payload, W, H, Math.min(Math.round(W * 0.4), Math.ceil(widest) + 34));
   const n = payload.num_steps;
 
   // header: K / N and the predicted speed-up of the schedule in use
   ctx.textBaseline = "middle";
   ctx.font = `600 12px ${FONT}`;
   ctx.fillStyle = COLORS.text;
-  const head = `K ${payload.budget}/${n}  ·  ${fmtSpeed(payload.speedup)} fewer transformer steps`;
-  ctx.fillText(ellipsize(ctx, head, W - 2 * L.pad - 120), L.pad, L.header.y + L.header.h / 2);
-  // legend
+  // legend first (right-aligned), so the header knows how much room it has
   ctx.font = `10px ${FONT}`;
-  const legendX = W - L.pad - 112;
-  ctx.fillStyle = COLORS.rows.interpolated;
-  ctx.fillRect(legendX, L.header.y + 4, 8, 8);
-  ctx.fillStyle = COLORS.dim;
-  ctx.fillText("computed", legendX + 11, L.header.y + L.header.h / 2);
-  ctx.fillStyle = COLORS.reused;
-  ctx.fillRect(legendX + 60, L.header.y + 4, 8, 8);
-  ctx.strokeStyle = COLORS.reusedEdge;
-  ctx.strokeRect(legendX + 60.5, L.header.y + 4.5, 7, 7);
-  ctx.fillStyle = COLORS.dim;
-  ctx.fillText("reused", legendX + 71, L.header.y + L.header.h / 2);
+  const cy = L.header.y + L.header.h / 2;
+  const wComputed = ctx.measureText("computed").width, wReused = ctx.measureText("reused").width;
+  const legendW = 11 + wComputed + 10 + 11 + wReused;
+  const legendX = W - L.pad - legendW;
+  const showLegend = legendX > L.pad + 150;
+  if (showLegend) {
+    ctx.fillStyle = COLORS.rows.interpolated;
+    ctx.fillRect(legendX, cy - 4, 8, 8);
+    ctx.fillStyle = COLORS.dim;
+    ctx.fillText("computed", legendX + 11, cy);
+    const rx = legendX + 11 + wComputed + 10;
+    ctx.fillStyle = COLORS.reused;
+    ctx.fillRect(rx, cy - 4, 8, 8);
+    ctx.strokeStyle = COLORS.reusedEdge;
+    ctx.strokeRect(rx + 0.5, cy - 3.5, 7, 7);
+    ctx.fillStyle = COLORS.dim;
+    ctx.fillText("reused", rx + 11, cy);
+  }
+  ctx.font = `600 12px ${FONT}`;
+  ctx.fillStyle = COLORS.text;
+  const head = `${payload.budget} of ${n} steps computed  ·  ${fmtSpeed(payload.speedup)}`;
+  ctx.fillText(ellipsize(ctx, head, (showLegend ? legendX - 10 : W - L.pad) - L.pad), L.pad, cy);
   if (state.status === "loading") {
     ctx.fillStyle = COLORS.dim;
     ctx.fillText("…", W - L.pad - 6, L.header.y + L.header.h / 2);
@@ -173,12 +185,12 @@ export function draw(canvas, state) {
     const mask = rowMask(row);
     const rc = width / Math.max(1, row.num_steps);
     const last = i === payload.rows.length - 1;
-    ctx.font = `${last ? 600 : 400} 11px ${FONT}`;
+    ctx.font = `${last ? 600 : 400} ${box.h >= 20 ? 12 : 11}px ${FONT}`;
     ctx.fillStyle = last ? COLORS.text : COLORS.dim;
-    const fs = Math.min(11, box.h);
+    const fs = box.h >= 20 ? 12 : Math.min(11, box.h);
     ctx.textBaseline = "middle";
-    ctx.fillText(ellipsize(ctx, row.label, L.labelW - 36), L.pad, box.y + box.h / 2);
-    ctx.font = `${Math.max(8, fs - 1)}px ${FONT}`;
+    ctx.fillText(ellipsize(ctx, String(row.label), L.labelW - 32), L.pad, box.y + box.h / 2);
+    ctx.font = `600 ${Math.max(8, fs - 1)}px ${FONT}`;
     ctx.fillStyle = color;
     ctx.textAlign = "right";
     ctx.fillText(`${row.budget}`, L.pad + L.labelW - 6, box.y + box.h / 2);
