@@ -134,8 +134,8 @@ def _schedule(value: Any, what: str, resolve_name) -> Schedule | None:
 
 
 def budget_for_speedup(num_steps: int, speedup: float) -> int:
-    """K for a target speed-up N/K: the nearest K in [1, N] (at least 1 computed step)."""
-    return int(min(num_steps, max(1, round(num_steps / speedup))))
+    """K for a target speed-up N/K: the nearest K in [1, N], halves rounded up (as OTCache Apply does)."""
+    return int(min(num_steps, max(1, math.floor(num_steps / speedup + 0.5))))
 
 
 def preview(body: Any, resolve_name=None) -> dict[str, Any]:
