@@ -243,7 +243,7 @@ function drawMessage(ctx, W, H, state) {
   const status = state?.status || "empty";
   const title = status === "error" ? "Cannot show the schedule" : status === "waiting" ? "Schedule not known yet" : "No schedule connected yet";
   const hint = state?.message || (status === "empty"
-    ? "Connect a reference and an anchor (Calibrate, Anchor Search or Load Schedule)."
+    ? "Connect a reference and an anchor (Calibrate, Anchor Search or Load Schedule). Unconnected, Apply uses the built-in schedule of the model's family: run once to see it."
     : "");
   ctx.font = `600 12px ${FONT}`;
   ctx.fillStyle = status === "error" ? COLORS.error : COLORS.text;
