@@ -301,6 +301,11 @@ function setUp(node) {
   if (!role) return;
   const plot = new Plot(node, role);
   Object.defineProperty(node, "__otcachePlot", { value: plot, enumerable: false, configurable: true });
+  // A new node is made big enough for the plot (a loaded one keeps its saved size).
+  const min = node.computeSize?.();
+  const width = role === "apply" ? 360 : 320;
+  if (min && (node.size[1] < min[1] || node.size[0] < width))
+    node.setSize([Math.max(node.size[0], min[0], width), Math.max(node.size[1], min[1])]);
 
   chain(node, "onExecuted", function (output) {
     handleOutput(this, output);

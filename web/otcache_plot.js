@@ -243,19 +243,24 @@ function drawMessage(ctx, W, H, state) {
   const status = state?.status || "empty";
   const title = status === "error" ? "Cannot show the schedule" : status === "waiting" ? "Schedule not known yet" : "No schedule connected yet";
   const hint = state?.message || (status === "empty"
-    ? "Connect a reference and an anchor (Calibrate, Anchor Search or Load Schedule). Unconnected, Apply uses the built-in schedule of the model's family: run once to see it."
+    ? "Connect a reference and an anchor (Calibrate, Anchor Search or Load Schedule). Without them, Apply uses its built-in schedule for the model."
     : "");
+  ctx.font = `11px ${FONT}`;
+  const lines = wrap(ctx, hint, W - 24).slice(0, 4);
+  const barY = H - 22;
+  const blockH = 16 + lines.length * 14;
+  const top = Math.max(8, (barY - 6 - blockH) / 2);
   ctx.font = `600 12px ${FONT}`;
   ctx.fillStyle = status === "error" ? COLORS.error : COLORS.text;
-  ctx.fillText(title, W / 2, H / 2 - 9);
+  ctx.fillText(title, W / 2, top + 8);
   ctx.font = `11px ${FONT}`;
   ctx.fillStyle = COLORS.dim;
-  wrap(ctx, hint, W - 24).slice(0, 3).forEach((line, i) => ctx.fillText(line, W / 2, H / 2 + 9 + i * 13));
+  lines.forEach((line, i) => ctx.fillText(line, W / 2, top + 24 + i * 14));
   // a faint empty mask under the message: the plot's place
-  const n = 24, x0 = 16, w = W - 32, y = H - 22;
+  const n = 24, x0 = 16, w = W - 32;
   for (let s = 0; s < n; s++) {
     ctx.fillStyle = COLORS.reused;
-    ctx.fillRect(x0 + (s * w) / n, y, w / n - 1, 8);
+    ctx.fillRect(x0 + (s * w) / n, barY, w / n - 1, 8);
   }
   ctx.textAlign = "left";
   ctx.textBaseline = "alphabetic";
