@@ -36,7 +36,7 @@ def _bench_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-seeds", type=int, default=3, help="seeds per held-out class (default 3: 24 pairs)")
     p.add_argument("--trials", type=int, default=60,
                    help="Optuna trials of the anchor search and of each direct optimisation (default 60)")
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats per configuration (median; default 3)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per configuration (the fastest counts; default 3)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights", type=Path, default=BUNDLED)

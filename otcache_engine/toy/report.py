@@ -1,0 +1,112 @@
+"""Tables, progress lines and pictures shared by the demo and the benchmark."""
+from __future__ import annotations
+
+import io
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..schedule import Schedule
+from .grid import tile, to_uint8
+
+COLUMNS = ("method", "K", "NFE x", "wall x", "PSNR", "SSIM", "LPIPS")
+
+
+@dataclass
+class Row:
+    method: str
+    k: float
+    nfe: float
+    wall: float
+    psnr: float
+    ssim: float
+    lpips: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def cells(self) -> list[str]:
+        k = f"{self.k:.0f}" if abs(self.k - round(self.k)) < 1e-9 else f"{self.k:.1f}"
+        return [self.method, k, f"{self.nfe:.2f}", f"{self.wall:.2f}", _num(self.psnr, 2), _num(self.ssim, 4),
+                _num(self.lpips, 4)]
+
+
+def _num(value: float, digits: int) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def markdown_table(rows: Sequence[Row], columns: Sequence[str] = COLUMNS) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(["---"] + ["---:"] * (len(columns) - 1)) + "|"]
+    lines += ["| " + " | ".join(r.cells()) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def text_table(rows: Sequence[Row], columns: Sequence[str] = COLUMNS) -> str:
+    cells = [list(columns)] + [r.cells() for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
+    fmt = lambda c: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths)))  # noqa: E731
+    return "\n".join([fmt(cells[0]), fmt(["-" * w for w in widths])] + [fmt(c) for c in cells[1:]])
+
+
+class Progress:
+    """Timestamped progress lines on stderr ("[demo 1:23] ...")."""
+
+    def __init__(self, name: str, quiet: bool = False):
+        self.name, self.quiet, self.t0 = name, quiet, time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def __call__(self, message: str) -> None:
+        if self.quiet:
+            return
+        m, s = divmod(int(self.elapsed()), 60)
+        print(f"[{self.name} {m}:{s:02d}] {message}", file=sys.stderr, flush=True)
+
+
+def figure_to_array(fig: Any) -> np.ndarray:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    buf.seek(0)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def labelled_grid(rows: Sequence[tuple[str, torch.Tensor]], scale: int = 3) -> np.ndarray:
+    """One labelled row of samples per configuration (label on the left), as an RGB array."""
+    from PIL import Image, ImageDraw
+    strips = [np.asarray(Image.fromarray(tile(to_uint8(x), 1)).resize(
+        (tile(to_uint8(x), 1).shape[1] * scale, tile(to_uint8(x), 1).shape[0] * scale), Image.NEAREST))
+        for _, x in rows]
+    label_w = 9 * max(len(name) for name, _ in rows) + 12
+    h, w = strips[0].shape[:2]
+    canvas = Image.new("RGB", (label_w + w, h * len(rows)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, ((name, _), strip) in enumerate(zip(rows, strips)):
+        canvas.paste(Image.fromarray(strip), (label_w, i * h))
+        draw.text((6, i * h + h // 2 - 6), name, fill=(0, 0, 0))
+    return np.asarray(canvas)
+
+
+def stack_vertically(parts: Sequence[np.ndarray], path: Path) -> Path:
+    from PIL import Image
+    width = max(p.shape[1] for p in parts)
+    canvas = Image.new("RGB", (width, sum(p.shape[0] for p in parts)), "white")
+    y = 0
+    for p in parts:
+        canvas.paste(Image.fromarray(p), ((width - p.shape[1]) // 2, y))
+        y += p.shape[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
+
+
+def schedule_figure(schedules: Sequence[Schedule], names: Sequence[str], title: str) -> np.ndarray:
+    from ..plotting import plot_schedules
+    return figure_to_array(plot_schedules(schedules, names, title=title))
