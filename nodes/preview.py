@@ -34,7 +34,7 @@ from ..otcache_engine.errors import OTCacheError, ScheduleError
 PAYLOAD_VERSION = 1
 UI_KEY = "otcache_schedule"
 MAX_STEPS = 10_000
-ALLOWED_KEYS = ("reference", "anchor", "budget", "speedup", "num_steps", "sigmas", "rule")
+ALLOWED_KEYS = ("reference", "anchor", "mode", "speedup", "budget", "compute_steps", "num_steps", "sigmas")
 
 
 class PreviewError(ValueError):
@@ -134,8 +134,9 @@ def _schedule(value: Any, what: str, resolve_name) -> Schedule | None:
 
 
 def budget_for_speedup(num_steps: int, speedup: float) -> int:
-    """K for a target speed-up N/K: the nearest K in [1, N], halves rounded up (as OTCache Apply does)."""
-    return int(min(num_steps, max(1, math.floor(num_steps / speedup + 0.5))))
+    """K for a target speed-up N/K, exactly as OTCache Apply counts it."""
+    from .schedule_source import ScheduleSource
+    return ScheduleSource(mode="speedup", speedup=float(speedup)).budget_for(num_steps)
 
 
 def preview(body: Any, resolve_name=None) -> dict[str, Any]:
@@ -170,20 +171,29 @@ def preview(body: Any, resolve_name=None) -> dict[str, Any]:
         elif len(sigmas) != num_steps + 1:
             raise PreviewError(f"'sigmas' has {len(sigmas)} values; num_steps={num_steps} needs {num_steps + 1}")
 
-    rule = body.get("rule", "linear_k")
-    from ..otcache_engine import transport
-    if rule not in transport.RULES:
-        raise PreviewError(f"'rule' must be one of {list(transport.RULES)}, got {rule!r}")
+    for key in ("budget", "compute_steps"):
+        if body.get(key) is not None and (not _is_int(body[key]) or body[key] < 1):
+            raise PreviewError(f"'{key}' must be a positive integer number of computed steps, got {body[key]!r}")
+    if body.get("budget") is not None and body.get("compute_steps") is not None:
+        raise PreviewError("'budget' and 'compute_steps' mean the same; send one")
+    budget = body.get("budget", body.get("compute_steps"))
+    speedup = body.get("speedup")
+    if speedup is not None and (not _is_num(speedup) or speedup < 1.0):
+        raise PreviewError(f"'speedup' must be a number >= 1 (N/K; 1 computes every step), got {speedup!r}")
+    mode = body.get("mode")
+    if mode is None:
+        if budget is not None and speedup is not None:
+            raise PreviewError("send either 'budget' (computed steps K) or 'speedup' (N/K), not both, "
+                               "or say which one counts with 'mode'")
+        mode = "compute steps" if budget is not None else "speedup"
+    from .schedule_source import MODES
+    if mode not in MODES:
+        raise PreviewError(f"'mode' must be one of {list(MODES)}, got {mode!r}")
 
-    has_budget, has_speedup = body.get("budget") is not None, body.get("speedup") is not None
-    if has_budget and has_speedup:
-        raise PreviewError("send either 'budget' (computed steps K) or 'speedup' (N/K), not both")
-
-    caught: list[str] = []
     try:
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
-            payload = _compute(reference, anchor, num_steps, sigmas, body, has_budget, has_speedup, rule)
+            payload = _compute(reference, anchor, num_steps, sigmas, mode, speedup, budget)
         caught = [str(x.message) for x in w]
     except PreviewError:
         raise
@@ -193,41 +203,42 @@ def preview(body: Any, resolve_name=None) -> dict[str, Any]:
     return payload
 
 
-def _compute(reference, anchor, num_steps, sigmas, body, has_budget, has_speedup, rule) -> dict[str, Any]:
-    from ..otcache_engine.transport import interpolate
+def _compute(reference, anchor, num_steps, sigmas, mode, speedup, budget) -> dict[str, Any]:
+    """The schedule OTCache Apply would use for these inputs (its own code: ``ScheduleSource``)."""
     from ..otcache_engine.warp import retarget
+    from .schedule_source import ScheduleSource
 
-    only = reference if anchor is None else anchor if reference is None else None
-    n = num_steps if num_steps is not None else (only or reference).num_steps
-    budget = None
-    if has_budget:
-        budget = body["budget"]
-        if not _is_int(budget) or not 1 <= budget <= n:
-            raise PreviewError(f"'budget' must be an integer number of computed steps between 1 and {n}, "
-                               f"got {budget!r}")
-    elif has_speedup:
-        speedup = body["speedup"]
-        if not _is_num(speedup) or not 1.0 <= speedup <= n:
-            raise PreviewError(f"'speedup' must be a number between 1 and {n} (N/K), got {speedup!r}")
-        budget = budget_for_speedup(n, float(speedup))
+    first = reference if reference is not None else anchor
+    if mode == "speedup" and speedup is None:
+        speedup = first.num_steps / first.budget
+    if mode == "compute steps" and budget is None:
+        budget = first.budget
+    if mode == "compute steps" and budget > first.num_steps:
+        raise PreviewError(f"'budget' must be at most the schedule's {first.num_steps} steps, got {budget}")
+    source = ScheduleSource(reference=reference, anchor=anchor, mode=mode,
+                            speedup=float(speedup) if speedup is not None else 2.0,
+                            compute_steps=int(budget) if budget is not None else 0)
+    target, what = source.resolve()
+    n = num_steps if num_steps is not None else target.num_steps
 
-    if only is not None:
-        role = "reference" if anchor is None else "anchor"
-        shown = retarget(only, n) if n != only.num_steps else only
-        note = (f"only a {role} is connected: it is used as is"
-                + ("" if budget is None or budget == shown.budget
-                   else f" (K={shown.budget}; connect both a reference and an anchor to choose the budget)"))
-        return plot_payload(shown, **{role: only}, **{f"shown_{role}": shown}, sigmas=sigmas,
-                            label="in use", note=note)
+    def shown(s):
+        return retarget(s, n) if s is not None and s.num_steps != n else s
 
-    shown_ref = retarget(reference, n) if n != reference.num_steps else reference
-    shown_anc = retarget(anchor, n) if n != anchor.num_steps else anchor
-    if budget is None:
-        budget = shown_ref.budget
-    target = interpolate(reference, anchor, budget, num_steps=n, rule=rule)
-    lo, hi = sorted((shown_ref.budget, shown_anc.budget))
-    note = f"K={target.budget} of N={n}, between the anchor (K={shown_anc.budget}) and the reference (K={shown_ref.budget})"
-    if not lo <= target.budget <= hi:
-        note = f"K={target.budget} is outside [{lo}, {hi}]: the nearest endpoint's shape is used"
-    return plot_payload(target, reference, anchor, sigmas=sigmas, note=note,
-                        shown_reference=shown_ref, shown_anchor=shown_anc)
+    extra: list[str] = []
+    if reference is not None and anchor is not None:
+        label = "interpolated"
+        lo, hi = sorted((reference.budget, retarget(anchor, reference.num_steps).budget
+                         if anchor.num_steps != reference.num_steps else anchor.budget))
+        note = f"K={target.budget} of N={target.num_steps}, between the anchor and the reference ({lo}..{hi})"
+        if not lo <= target.budget <= hi:
+            extra.append(f"K={target.budget} is outside [{lo}, {hi}] spanned by the anchor and the reference: "
+                         "the nearest one's shape is used (add a schedule nearer that budget)")
+    else:
+        label = "in use"
+        role = "reference" if reference is not None else "anchor"
+        note = f"only a{'n' if role == 'anchor' else ''} {role} is connected: {what}"
+    target_shown = shown(target)
+    if target_shown is not target:
+        note += f"; shown on the run's {n} steps"
+    return plot_payload(target_shown, reference, anchor, sigmas=sigmas, label=label, warnings_=extra, note=note,
+                        shown_reference=shown(reference), shown_anchor=shown(anchor))

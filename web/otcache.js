@@ -21,7 +21,8 @@ const APPLY_CLASS = "OTCacheApply";
 const LOAD_CLASS = "OTCacheLoadSchedule";
 const PLOT_WIDGET = "otcache_plot";
 const PROP = "otcache_plot";
-const BUDGET_WIDGETS = ["speedup", "target_speedup", "budget"];
+// OTCache Apply's budget widgets: budget_mode chooses which of speedup (N/K) and compute_steps (K) counts.
+const BUDGET_WIDGETS = ["budget_mode", "speedup", "compute_steps"];
 const SCHEDULE_INPUTS = ["reference", "anchor"];
 const DEBOUNCE_MS = 60;
 
@@ -73,12 +74,12 @@ function nameWidget(node) {
   return node.widgets?.find((w) => w.type === "combo" && typeof w.value === "string");
 }
 
-function budgetWidget(node) {
-  for (const name of BUDGET_WIDGETS) {
-    const w = node.widgets?.find((x) => x.name === name);
-    if (w) return w;
-  }
-  return null;
+function budgetWidgets(node) {
+  return BUDGET_WIDGETS.map((name) => node.widgets?.find((x) => x.name === name)).filter(Boolean);
+}
+
+function widgetValue(node, name) {
+  return node.widgets?.find((x) => x.name === name)?.value;
 }
 
 /**
@@ -198,11 +199,12 @@ class Plot {
       if (s.value != null) got[name] = s.value;
     }
     if (!Object.keys(got).length) return { body: null, linked };
-    const w = budgetWidget(node);
-    if (w && Number.isFinite(Number(w.value))) {
-      if (w.name.includes("speedup")) got.speedup = Number(w.value);
-      else got.budget = Math.round(Number(w.value));
-    }
+    const mode = widgetValue(node, "budget_mode");
+    const speedup = Number(widgetValue(node, "speedup"));
+    const steps = Number(widgetValue(node, "compute_steps"));
+    if (typeof mode === "string") got.mode = mode;
+    if (Number.isFinite(speedup)) got.speedup = speedup;
+    if (Number.isInteger(steps) && steps >= 1) got.compute_steps = steps;
     return { body: got, linked };
   }
 
@@ -312,8 +314,7 @@ function setUp(node) {
   });
 
   if (role === "apply") {
-    const w = budgetWidget(node);
-    if (w) chain(w, "callback", () => plot.refresh());
+    for (const w of budgetWidgets(node)) chain(w, "callback", () => plot.refresh());
     chain(node, "onConnectionsChange", () => plot.refresh());
   }
   if (isLoad(node)) {

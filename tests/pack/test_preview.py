@@ -51,10 +51,11 @@ def test_moving_the_budget_changes_the_mask():
 
 
 def test_other_step_count_retargets_every_row():
-    p = preview(body(budget=8, num_steps=20))
+    p = preview(body(speedup=2.5, num_steps=20))
     assert all(r["num_steps"] == 20 for r in p["rows"])
     assert p["rows"][0]["original"] == "K=26 of N=50"
-    assert p["budget"] == 8 and max(p["compute_steps"]) == 19
+    assert p["budget"] == 8 and max(p["compute_steps"]) == 19  # the speed-up is kept: 20 of 50 -> 8 of 20
+    assert "run's 20 steps" in p["note"]
 
 
 def test_names_are_resolved_by_the_caller():
@@ -75,11 +76,15 @@ def test_sigmas_are_checked_and_passed_to_the_plot():
     assert p["num_steps"] == 10  # num_steps follows the sigma grid when not given
 
 
-def test_a_single_schedule_is_shown_as_is():
+def test_a_single_schedule_is_used_the_way_apply_uses_it():
+    from otcache_pack.nodes.schedule_source import ScheduleSource
     p = preview({"reference": REF.to_dict(), "speedup": 3.0})
     assert [r["label"] for r in p["rows"]] == ["reference", "in use"]
-    assert p["compute_steps"] == list(REF.compute_steps)
-    assert "connect both" in p["note"]
+    expected, _ = ScheduleSource(reference=REF, mode="speedup", speedup=3.0).resolve()
+    assert p["compute_steps"] == list(expected.compute_steps)
+    assert "only a reference" in p["note"]
+    p = preview({"anchor": ANC.to_dict()})
+    assert [r["label"] for r in p["rows"]] == ["anchor", "in use"]
 
 
 def test_outside_the_bracket_warns():
@@ -92,8 +97,10 @@ def test_outside_the_bracket_warns():
     ({"reference": None}, "no schedule"),
     (body(extra=1), "unknown field"),
     (body(budget=17, speedup=3.0), "not both"),
+    (body(budget=17, compute_steps=17), "mean the same"),
+    (body(mode="fast"), "'mode'"),
     (body(budget=0), "'budget'"),
-    (body(budget=51), "'budget'"),
+    (body(budget=51), "at most"),
     (body(budget=17.5), "'budget'"),
     (body(budget=True), "'budget'"),
     (body(speedup=0.5), "'speedup'"),
@@ -104,7 +111,7 @@ def test_outside_the_bracket_warns():
     (body(sigmas=[1, 2, 3]), "'sigmas'"),
     (body(sigmas="1,0"), "'sigmas'"),
     (body(sigmas=[1.0, 0.5, 0.0], num_steps=5), "num_steps=5 needs 6"),
-    (body(rule="predicted_error"), "'rule'"),
+    (body(rule="linear_k"), "unknown field"),
     ({"reference": {"num_steps": 3, "compute_steps": [1, 2]}}, "step 0"),
     ({"reference": [0, 1]}, "schedule object"),
 ])
