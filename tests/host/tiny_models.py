@@ -18,9 +18,9 @@ Differences between the hosts (v0.3.64 and v0.33.0) and how this module copes, b
   Handled by reading the dataclass fields of the ``*Params`` class and passing newer fields only when present.
 - Qwen-Image lost ``guidance_embeds`` and gained ``default_ref_method`` / ``use_additional_t_cond``; LTXV and
   Lumina2 (``rope_theta``, ``ffn_dim_multiplier`` default 4.0 instead of None) gained arguments. Handled by
-  reading the constructor signature and dropping arguments it does not take. Lumina2's feed-forward width
-  formula changed (v0.3.64 multiplies 4*dim by ``ffn_dim_multiplier``, v0.33 multiplies dim): the tiny
-  Lumina2 is wider on v0.3.64; it only serves as the no-block-replacement fallback model, so that is kept.
+  reading the constructor signature and dropping arguments it does not take. Lumina2's feed-forward formula
+  changed (v0.3.64: 4*dim times an optional multiplier, default None; v0.33: dim times a multiplier, default
+  4.0), so ``ffn_dim_multiplier`` is never passed and both hosts build the same 4*dim feed-forward.
 - QK-norm weights are called ``*_norm.scale`` in v0.3.64 and ``*_norm.weight`` in v0.33 (Flux, Chroma,
   HunyuanVideo): the seed name maps ``.scale`` to ``.weight`` so both get the same numbers.
 - ``fix_empty_latent_channels`` takes optional downscale-ratio arguments in v0.33; only the common two
@@ -72,7 +72,8 @@ class Size:
 
     hidden: int
     heads: int
-    depth: int          # blocks per list (Flux-like models get this many double AND single blocks)
+    depth: int          # blocks of single-list families (Qwen-Image, Wan, LTXV, Lumina2)
+    dual_depth: int     # blocks per list of double+single families (Flux, Chroma, HunyuanVideo)
     tokens: int         # text tokens in the conditioning
     latent_hw: int      # latent height = width
     frames: int         # latent frames for video families
@@ -89,8 +90,8 @@ class Size:
 
 
 SIZES = {
-    "tiny": Size(hidden=64, heads=2, depth=2, tokens=8, latent_hw=8, frames=2),
-    "bench": Size(hidden=512, heads=4, depth=8, tokens=32, latent_hw=32, frames=3),
+    "tiny": Size(hidden=64, heads=2, depth=2, dual_depth=2, tokens=8, latent_hw=8, frames=2),
+    "bench": Size(hidden=512, heads=4, depth=8, dual_depth=4, tokens=32, latent_hw=16, frames=2),
 }
 
 
@@ -117,9 +118,14 @@ class FamilyBundle:
         """Whether the family's forward consults ``patches_replace["dit"]`` (else: generic fallback)."""
         return self.family in DIT_FAMILIES
 
-    def empty_latent(self, batch: int = 1) -> torch.Tensor:
-        """An empty latent of ``batch`` items, fixed up the way ``common_ksampler`` does."""
-        raw = torch.zeros((batch,) + tuple(self.latent_shape[1:]))
+    def empty_latent(self, batch: int = 1, hw: int | None = None, frames: int | None = None) -> torch.Tensor:
+        """An empty latent of ``batch`` items, fixed up the way ``common_ksampler`` does.
+
+        ``hw`` / ``frames`` override the size's latent height=width and frame count (benchmarks).
+        """
+        shape = self.latent_shape if hw is None and frames is None else latent_shape(
+            self.family, self.size, hw=hw, frames=frames)
+        raw = torch.zeros((batch,) + tuple(shape[1:]))
         return comfy.sample.fix_empty_latent_channels(self.patcher, raw)
 
     def last_block(self) -> torch.nn.Module:
@@ -150,15 +156,15 @@ def _skipped(dm: torch.nn.Module, name: str) -> set:
 def _flux_config(s: Size, guidance: bool) -> dict:
     return {"image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": 768,
             "context_in_dim": 4096, "hidden_size": s.hidden, "mlp_ratio": 4.0, "num_heads": s.heads,
-            "depth": s.depth, "depth_single_blocks": s.depth, "axes_dim": s.axes(), "theta": 10000,
+            "depth": s.dual_depth, "depth_single_blocks": s.dual_depth, "axes_dim": s.axes(), "theta": 10000,
             "patch_size": 2, "qkv_bias": True, "guidance_embed": guidance,
             "txt_ids_dims": [], "yak_mlp": False, "txt_norm": False}
 
 
 def _chroma_config(s: Size) -> dict:
     return {"image_model": "chroma", "in_channels": 64, "out_channels": 64, "context_in_dim": 4096,
-            "hidden_size": s.hidden, "mlp_ratio": 4.0, "num_heads": s.heads, "depth": s.depth,
-            "depth_single_blocks": s.depth, "axes_dim": s.axes(), "theta": 10000, "patch_size": 2,
+            "hidden_size": s.hidden, "mlp_ratio": 4.0, "num_heads": s.heads, "depth": s.dual_depth,
+            "depth_single_blocks": s.dual_depth, "axes_dim": s.axes(), "theta": 10000, "patch_size": 2,
             "qkv_bias": True, "in_dim": 64, "out_dim": s.hidden, "hidden_dim": s.hidden,
             "n_layers": 2 if s.hidden < 256 else 5, "txt_ids_dims": [], "vec_in_dim": None}
 
@@ -172,7 +178,7 @@ def _qwen_config(s: Size) -> dict:
 def _hunyuan_config(s: Size) -> dict:
     return {"image_model": "hunyuan_video", "in_channels": 16, "out_channels": 16, "vec_in_dim": 768,
             "context_in_dim": 4096, "hidden_size": s.hidden, "mlp_ratio": 4.0, "num_heads": s.heads,
-            "depth": s.depth, "depth_single_blocks": s.depth, "axes_dim": s.axes(), "theta": 256,
+            "depth": s.dual_depth, "depth_single_blocks": s.dual_depth, "axes_dim": s.axes(), "theta": 256,
             "patch_size": [1, 2, 2], "qkv_bias": True, "guidance_embed": True, "byt5": False,
             "meanflow": False, "use_cond_type_embedding": False, "vision_in_dim": None, "meanflow_sum": False}
 
@@ -193,7 +199,7 @@ def _ltxv_config(s: Size) -> dict:
 def _lumina_config(s: Size) -> dict:
     return {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": s.hidden,
             "cap_feat_dim": 2304, "n_layers": s.depth, "n_refiner_layers": 1, "n_heads": s.heads,
-            "n_kv_heads": s.heads, "multiple_of": 32, "ffn_dim_multiplier": 4.0, "qk_norm": True,
+            "n_kv_heads": s.heads, "multiple_of": 32, "qk_norm": True,
             "axes_dims": s.axes(), "axes_lens": [300, 512, 512], "rope_theta": 10000.0}
 
 
@@ -299,17 +305,22 @@ def make_conditioning(family: str, size: str = "tiny", seed: int = 1) -> list:
     return [[context, extras]]
 
 
-def latent_shape(family: str, size: str = "tiny") -> tuple[int, ...]:
-    """Batch-1 empty latent shape as ComfyUI's latent nodes make it (before ``fix_empty_latent_channels``)."""
+def latent_shape(family: str, size: str = "tiny", hw: int | None = None,
+                 frames: int | None = None) -> tuple[int, ...]:
+    """Batch-1 empty latent shape as ComfyUI's latent nodes make it (before ``fix_empty_latent_channels``).
+
+    LTXV's VAE compresses 32x spatially (not 8x), so its latent is half the others' height and width.
+    """
     s = SIZES[size]
-    hw = (s.latent_hw, s.latent_hw)
+    side = s.latent_hw if hw is None else hw
+    t = s.frames if frames is None else frames
     if family in ("hunyuan_video", "wan21"):
-        return (1, 16, s.frames) + hw          # EmptyHunyuanLatentVideo
+        return (1, 16, t, side, side)                  # EmptyHunyuanLatentVideo
     if family == "wan22_5b":
-        return (1, 48, s.frames) + hw          # Wan22ImageToVideoLatent
+        return (1, 48, t, side, side)                  # Wan22ImageToVideoLatent
     if family == "ltxv":
-        return (1, 128, s.frames, s.latent_hw // 2, s.latent_hw // 2)  # EmptyLTXVLatentVideo
-    return (1, 16) + hw                        # EmptySD3LatentImage (Qwen-Image becomes 5-D when fixed up)
+        return (1, 128, t, side // 2, side // 2)       # EmptyLTXVLatentVideo
+    return (1, 16, side, side)                         # EmptySD3LatentImage (Qwen-Image: 5-D once fixed up)
 
 
 # ------------------------------------------------------------------------------------------------ build
