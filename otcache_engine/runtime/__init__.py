@@ -1,0 +1,7 @@
+"""Cache runtime shared by the ComfyUI nodes and the bundled demo model (no ComfyUI import here)."""
+from .reuse import CacheEntry, OmniCacheOperator, ReuseOperator, make_reuse
+from .session import CacheSession, Decision
+from .step_plan import StepPlan
+
+__all__ = ["StepPlan", "CacheSession", "Decision", "ReuseOperator", "OmniCacheOperator", "CacheEntry",
+           "make_reuse"]
