@@ -1,0 +1,92 @@
+"""OTCache Apply: MODEL (+ reference / anchor schedules + budget) -> MODEL that skips transformer work.
+
+The node only gathers the user's choices; ``patcher.patch_model`` does the work
+on a clone, and the UI output carries the schedule for the plot widget.
+"""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..otcache_engine import Schedule
+from ..otcache_engine.errors import OTCacheError
+from ..otcache_engine.runtime import compat
+from .patcher import CACHE_DEVICES, REUSE_NAMES, PatchOptions, patch_model, patched_config
+from .preview import plot_payload, ui_output
+from .schedule_source import MODES, NOMINAL_STEPS, ScheduleSource
+
+ScheduleType = io.Custom("OTCACHE_SCHEDULE")
+
+
+class OTCacheApply(io.ComfyNode):
+    """Patch a model so that sampling computes the transformer only on the schedule's steps."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="OTCacheApply",
+            display_name="OTCache Apply",
+            category="OTCache",
+            description="Speeds up sampling by running the diffusion transformer only on some steps and reusing "
+                        "its cached work on the others. Connect a reference and an anchor schedule to choose "
+                        "any budget between them, one schedule to use it as is, or nothing for a built-in "
+                        "default. Works with split samplers, any step count, CFG batched or not.",
+            inputs=[
+                io.Model.Input("model"),
+                ScheduleType.Input("reference", optional=True,
+                                   tooltip="High-budget schedule (e.g. from OTCache Calibrate, or a preset)."),
+                ScheduleType.Input("anchor", optional=True,
+                                   tooltip="Low-budget schedule (e.g. from OTCache Anchor Search, or a preset)."),
+                io.Combo.Input("budget_mode", options=list(MODES), default="speedup",
+                               tooltip="speedup: steps / computed steps; compute steps: how many steps run the "
+                                       "transformer (of the reference's steps, or of each run's without a "
+                                       "schedule). Ignored when only one schedule is connected."),
+                io.Float.Input("speedup", default=2.0, min=1.0, max=10.0, step=0.05,
+                               display_mode=io.NumberDisplay.slider,
+                               tooltip="Target N/K: 2.0 runs the transformer on half of the steps."),
+                io.Int.Input("compute_steps", default=10, min=1, max=10000,
+                             tooltip="Computed steps K in 'compute steps' mode."),
+                io.Combo.Input("reuse", options=list(REUSE_NAMES), default="residual",
+                               tooltip="residual: skip the transformer blocks, reuse their cached residual "
+                                       "(best quality); output: reuse the whole model output (fastest); "
+                                       "omnicache: residual reuse with gamma-corrected extrapolation."),
+                io.Float.Input("gamma", default=0.5, min=0.0, max=1.5, step=0.05,
+                               tooltip="omnicache only: 0 = plain reuse, 1 = linear extrapolation."),
+                io.Combo.Input("cache_device", options=list(CACHE_DEVICES), default="auto",
+                               tooltip="Where cached tensors live: auto (offload to CPU in low-VRAM mode), the "
+                                       "compute device, or CPU (saves VRAM, costs transfers)."),
+            ],
+            outputs=[io.Model.Output(tooltip="The model with OTCache; the input model is not changed.")],
+        )
+
+    @classmethod
+    def execute(cls, model, budget_mode: str = "speedup", speedup: float = 2.0, compute_steps: int = 10,
+                reuse: str = "residual", gamma: float = 0.5, cache_device: str = "auto",
+                reference: Schedule | None = None, anchor: Schedule | None = None) -> io.NodeOutput:
+        try:
+            for name, value in (("reference", reference), ("anchor", anchor)):
+                if value is not None and not isinstance(value, Schedule):
+                    raise OTCacheError(f"the {name} input must be an OTCACHE_SCHEDULE, got {type(value).__name__}")
+            source = ScheduleSource(reference, anchor, budget_mode, float(speedup), int(compute_steps))
+            patched = patch_model(model, source, PatchOptions(reuse, float(gamma), cache_device))
+        except OTCacheError as e:
+            raise ValueError(f"OTCache Apply: {e}") from None
+        return io.NodeOutput(patched, ui=ui_output(_payload(patched, source)))
+
+
+def _payload(patched, source: ScheduleSource) -> dict:
+    cfg = patched_config(patched)
+    target = cfg.schedule
+    shown = {}
+    for role in ("reference", "anchor"):
+        s = getattr(source, role)
+        if s is not None and s.num_steps != target.num_steps:
+            shown[f"shown_{role}"] = compat.retarget_full(s, target.num_steps)
+    note = f"{cfg.family.describe()}; reuse {cfg.reuse.describe()}; {cfg.description}"
+    if source.per_run:
+        note += f"; made for each run's step count (shown for {target.num_steps})"
+    elif not source.connected:
+        note += f"; shown for {NOMINAL_STEPS} steps, carried to each run's step count"
+    payload = plot_payload(target, source.reference, source.anchor, note=note,
+                           label=None if source.connected else "default", **shown)
+    payload["kind"] = target.kind
+    return payload
