@@ -43,7 +43,7 @@ class Bench:
         self.toy, self.args, self.scorer, self.say = toy, args, scorer, say
         n = toy.steps
         self.n = n
-        self.budgets = [method.fraction_budget(n, d) for d in DIVISORS]
+        self.budgets = sorted({method.fraction_budget(n, d) for d in DIVISORS}, reverse=True)
         self.calib = make_pairs(CALIBRATION_CLASSES, range(100, 100 + args.pairs))
         seeds = range(5000, 5000 + args.eval_seeds * len(EVALUATION_CLASSES))
         self.evalp = make_pairs(EVALUATION_CLASSES, seeds)
