@@ -4,7 +4,7 @@
 #           pack sits in, else ~/comfy/ComfyUI), venv ${OTCACHE_VENV:-.venv} (torch 2.14.1)
 #   host 2: ${COMFYUI_033_PATH:-~/comfy/ComfyUI-0.33}, venv $OTCACHE_VENV_033 if set, else .venv-comfy033
 #           made/reused by scripts/ensure_env.sh (torch 2.9.1 + torchaudio, which ComfyUI >= 0.33 imports)
-# Extra arguments go to pytest. Prints the host of each run; exits non-zero when any run fails.
+# Extra arguments go to pytest (test paths among them replace tests/host). Prints the host of each run; exits non-zero when any run fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +21,9 @@ loc = comfy_host.find_comfyui(); print(loc.path or "")'
 run_host() {  # label venv comfy_path [pytest args]
   local label=$1 venv=$2 comfy=$3; shift 3
   echo "== host tests [$label]: ComfyUI at $comfy, python $venv/bin/python"
-  COMFYUI_PATH="$comfy" "$venv/bin/python" -m pytest tests/host -q -p no:cacheprovider "$@"
+  local targets=(tests/host) a
+  for a in "$@"; do [[ $a != -* ]] && targets=(); done  # explicit test paths replace tests/host
+  COMFYUI_PATH="$comfy" "$venv/bin/python" -m pytest "${targets[@]}" -q -p no:cacheprovider "$@"
   local rc=$?
   ran=$((ran + 1))
   if [ $rc -ne 0 ]; then

@@ -36,7 +36,7 @@ import dataclasses
 import inspect
 import math
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -97,7 +97,7 @@ SIZES = {
 
 @dataclass
 class FamilyBundle:
-    """A tiny model ready to sample: its ModelPatcher, seeded conditioning and empty-latent maker."""
+    """A model ready to sample: its ModelPatcher, seeded conditioning and empty-latent maker."""
 
     family: str
     size: str
@@ -107,7 +107,6 @@ class FamilyBundle:
     negative: list
     latent_shape: tuple[int, ...]      # batch-1 shape of the empty latent ComfyUI's latent node makes
     block_lists: tuple[str, ...] = ()  # names of the block ModuleLists, execution order
-    extras: dict = field(default_factory=dict)
 
     @property
     def diffusion_model(self) -> torch.nn.Module:
@@ -135,7 +134,7 @@ class FamilyBundle:
 def stack_blocks(dm: torch.nn.Module) -> list[tuple[str, int, torch.nn.Module]]:
     """(list name, index, module) of every block the forward runs, in order (Chroma skips removed)."""
     for names in _STACKS:
-        if all(isinstance(getattr(dm, n, None), torch.nn.ModuleList) for n in names[:1]):
+        if isinstance(getattr(dm, names[0], None), torch.nn.ModuleList):
             out = []
             for name in names:
                 skip = _skipped(dm, name)
@@ -233,12 +232,8 @@ def _dit_class(unet_config: dict) -> type:
 
 def _params_dataclass(dit_cls: type) -> type | None:
     """The ``*Params`` dataclass a DiT builds from its ``**kwargs`` (Flux, Chroma, HunyuanVideo)."""
-    module = inspect.getmodule(dit_cls)
-    for name in (f"{dit_cls.__name__}Params",):
-        cls = getattr(module, name, None)
-        if cls is not None and dataclasses.is_dataclass(cls):
-            return cls
-    return None
+    cls = getattr(inspect.getmodule(dit_cls), f"{dit_cls.__name__}Params", None)
+    return cls if cls is not None and dataclasses.is_dataclass(cls) else None
 
 
 def fit_to_host(unet_config: dict) -> dict:
