@@ -550,7 +550,7 @@ def tiny_test_workflow(info: dict, model_name: str, reference: str, anchor: str,
     app = wf.add("OTCacheApply", (820, 0), title="OTCache Apply", width=420,
                  **({"speedup": speedup} if _has_widget(info, "OTCacheApply", "speedup") else {}))
     wf.wire(app, {"model": (unet, 0), "MODEL": (unet, 0), "reference": (load_ref, _schedule_output(load_ref)),
-                  "anchor": (load_anc, _schedule_output(load_anc))}, required_only=True)
+                  "anchor": (load_anc, _schedule_output(load_anc))})
     lat = wf.add("EmptyHunyuanLatentVideo", (1280, 420), width=64, height=64, length=5, batch_size=1)
     ks = wf.add("KSampler", (1280, 0), seed=7, steps=steps, cfg=3.0, sampler_name="euler", scheduler="simple",
                 denoise=1.0)

@@ -159,6 +159,17 @@ async function runWorkflow(page, wf) {
   const executedBefore = await page.evaluate((f) => eval(f)().plot.executed, find);
   await page.evaluate(async () => { await window.app.queuePrompt(0, 1); });
   await waitPlot(page, `${find}().plot.executed > ${executedBefore} && ${find}().plot.state.status === "ready"`);
+  // The Apply node reports before the sampler has finished: wait until the queue is empty again.
+  const idle = await page.evaluate(async (timeout) => {
+    const end = Date.now() + timeout;
+    while (Date.now() < end) {
+      const q = await (await fetch("/api/queue")).json();
+      if (q.queue_running.length === 0 && q.queue_pending.length === 0) return true;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    return false;
+  }, TIMEOUT);
+  if (!idle) throw new Error("the queued workflow did not finish in time");
   return page.evaluate((f) => {
     const { node, plot } = eval(f)();
     return { nodeId: node.id, summary: plot.summary, payload: plot.state.payload, saved: node.properties.otcache_plot?.compute_steps ?? null };
