@@ -245,7 +245,7 @@ Save Schedule writes both to models/otcache/ so later workflows can just load th
 
 
 def otcache_stage(wf: Workflow, x: float, y: float, model, positive, negative, latent, *, sampler: dict,
-                  tag: str = "", save_prefix: str = "my-model", speedup: float | None = None) -> Node:
+                  tag: str = "", save_prefix: str = "my-model", speedup: float | None = None, vae=None) -> Node:
     """Calibrate -> Anchor Search -> Apply (+ Save Schedule of both). Returns the Apply node."""
     common = _matching_widgets(wf.info, "OTCacheCalibrate", sampler)
     cal = wf.add("OTCacheCalibrate", (x, y), title=f"1. OTCache Calibrate{tag}", **common)
@@ -254,9 +254,13 @@ def otcache_stage(wf: Workflow, x: float, y: float, model, positive, negative, l
     ref_out = _schedule_output(cal)
     common = _matching_widgets(wf.info, "OTCacheAnchorSearch", sampler)
     anc = wf.add("OTCacheAnchorSearch", (x, y + cal.size[1] + 70), title=f"2. OTCache Anchor Search{tag}", **common)
+    calib = _typed_output(cal, "OTCACHE_CALIBRATION")
+    extra = {"calibration": calib, "OTCACHE_CALIBRATION": calib} if calib else {}
+    if vae is not None:
+        extra.update({"vae": vae, "VAE": vae})
     wf.wire(anc, {"model": model, "positive": positive, "negative": negative, "MODEL": model,
                   "CONDITIONING": positive, "LATENT": latent, "latent": latent, "latent_image": latent,
-                  "reference": (cal, ref_out), "OTCACHE_SCHEDULE": (cal, ref_out)})
+                  "reference": (cal, ref_out), "OTCACHE_SCHEDULE": (cal, ref_out), **extra})
     anc_out = _schedule_output(anc)
     apply_widgets = {}
     if speedup is not None:
@@ -271,8 +275,18 @@ def otcache_stage(wf: Workflow, x: float, y: float, model, positive, negative, l
             widgets = {n: f"{save_prefix}-{role}" for n in ("filename", "name", "filename_prefix")
                        if _has_widget(wf.info, "OTCacheSaveSchedule", n)}
             save = wf.add("OTCacheSaveSchedule", (x + 420 * k, yy), title=f"Save {role}{tag}", **widgets)
-            wf.wire(save, {"schedule": (node, slot), "OTCACHE_SCHEDULE": (node, slot)})
+            links = {"schedule": (node, slot), "OTCACHE_SCHEDULE": (node, slot)}
+            if role == "reference" and calib:
+                links.update({"calibration": calib, "OTCACHE_CALIBRATION": calib})
+            wf.wire(save, links)
     return app
+
+
+def _typed_output(node: Node, type_: str):
+    for i, o in enumerate(node.outputs):
+        if o["type"] == type_:
+            return (node, i)
+    return None
 
 
 def _schedule_output(node: Node) -> int:
@@ -331,7 +345,7 @@ def flux1_dev(info: dict) -> dict:
     lat = wf.add("EmptySD3LatentImage", (420, 470), width=1024, height=1024, batch_size=1)
     sampler = dict(seed=42, steps=28, cfg=1.0, sampler_name="euler", scheduler="simple")
     app = otcache_stage(wf, 820, 0, (unet, 0), (guid, 0), (neg, 0), (lat, 0), sampler=sampler,
-                        save_prefix="flux1-dev", speedup=3.0)
+                        save_prefix="flux1-dev", speedup=3.0, vae=(vae, 0))
     ks = wf.add("KSampler", (1700, 0), denoise=1.0, **sampler)
     wf.wire(ks, {"model": (app, 0), "positive": (guid, 0), "negative": (neg, 0), "latent_image": (lat, 0)})
     dec = wf.add("VAEDecode", (2080, 0))
@@ -364,7 +378,7 @@ def qwen_image(info: dict) -> dict:
     lat = wf.add("EmptySD3LatentImage", (420, 480), width=1328, height=1328, batch_size=1)
     sampler = dict(seed=42, steps=50, cfg=2.5, sampler_name="euler", scheduler="simple")
     app = otcache_stage(wf, 820, 0, (shift, 0), (pos, 0), (neg, 0), (lat, 0), sampler=sampler,
-                        save_prefix="qwen-image", speedup=3.0)
+                        save_prefix="qwen-image", speedup=3.0, vae=(vae, 0))
     ks = wf.add("KSampler", (1700, 0), denoise=1.0, **sampler)
     wf.wire(ks, {"model": (app, 0), "positive": (pos, 0), "negative": (neg, 0), "latent_image": (lat, 0)})
     dec = wf.add("VAEDecode", (2080, 0))
@@ -448,9 +462,11 @@ def wan22(info: dict) -> dict:
         "- text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors\n"
         "- vae/wan_2.1_vae.safetensors\n\n"
         "Wan 2.2 runs two models: the high-noise expert for the first half of the steps and the low-noise expert "
-        "for the rest (two KSamplerAdvanced). Each expert is calibrated and cached on its own; the schedule of "
-        "each is placed on its part of the noise range (OTCache follows sigma, so a sampler that runs a slice "
-        "of the steps gets the matching slice of the schedule).\n\n" + PIPELINE_HELP,
+        "for the rest (two KSamplerAdvanced). Each expert gets its own Calibrate / Anchor Search / Apply. The "
+        "calibration nodes sample the whole step range; at run time each KSamplerAdvanced uses the part of its "
+        "expert's schedule that covers its steps (OTCache follows sigma, so a sampler that runs a slice of the "
+        "steps gets the matching slice of the schedule).\n\nFor video, Anchor Search compares final latents "
+        "(connect a VAE to it for a perceptual metric at the cost of a decode per trial).\n\n" + PIPELINE_HELP,
         (40, -420), size=(680, 400))
     clip = wf.add("CLIPLoader", (40, 560), clip_name="umt5_xxl_fp8_e4m3fn_scaled.safetensors", type="wan",
                   device="default")
