@@ -54,6 +54,7 @@ class PatchOptions:
     gamma: float | tuple[float, ...] = 0.5
     cache_device: str = "auto"
     label: str = "OTCache"
+    always_on: bool = False   # keep caching on when every step computes (benchmarks, tests)
 
     def __post_init__(self) -> None:
         if self.reuse not in REUSE_NAMES:
@@ -70,14 +71,14 @@ class OTCacheConfig:
     """
 
     __slots__ = ("token", "source", "schedule", "description", "family", "reuse", "cache_device",
-                 "label", "num_patches")
+                 "label", "num_patches", "always_on")
 
     def __init__(self, source: ScheduleSource, schedule: Schedule, description: str, family: FamilySpec,
-                 reuse: ReuseOperator, cache_device: str, label: str, num_patches: int) -> None:
+                 reuse: ReuseOperator, opts: PatchOptions, num_patches: int) -> None:
         self.token = object()
         self.source, self.schedule, self.description = source, schedule, description
-        self.family, self.reuse, self.cache_device = family, reuse, cache_device
-        self.label, self.num_patches = label, num_patches
+        self.family, self.reuse, self.cache_device = family, reuse, opts.cache_device
+        self.label, self.num_patches, self.always_on = opts.label, num_patches, opts.always_on
 
     def __copy__(self) -> "OTCacheConfig":
         return self
@@ -112,7 +113,7 @@ def patch_model(model: Any, schedule_source: Schedule | ScheduleSource | None = 
         reuse = with_space(reuse, "output")
     blocks = spec.blocks if reuse.space == "residual" else ()
     _remove_previous(m)
-    cfg = OTCacheConfig(source, schedule, description, spec, reuse, opts.cache_device, opts.label, len(blocks))
+    cfg = OTCacheConfig(source, schedule, description, spec, reuse, opts, len(blocks))
     to = dict(m.model_options.get("transformer_options", {}))
     to[CONFIG_KEY] = cfg
     m.model_options["transformer_options"] = to
@@ -426,7 +427,8 @@ def _start_run(cfg: OTCacheConfig, guider: Any, model_options: Mapping[str, Any]
     schedule = cfg.schedule_for_run(len(run_sigmas) - 1)
     reference = _reference_grid(guider, schedule) if schedule.sigmas is None else None
     plan = StepPlan.build(schedule, run_sigmas, reference)
-    session = CacheSession(plan, cfg.reuse, _cache_device(cfg.cache_device, guider), label=cfg.label)
+    session = CacheSession(plan, cfg.reuse, _cache_device(cfg.cache_device, guider), label=cfg.label,
+                           always_on=cfg.always_on)
     if model_options.get("context_handler") is not None:
         session.disable("context windows split each step into several calls")
     elif plan.mapping == "unordered":

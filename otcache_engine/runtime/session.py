@@ -44,12 +44,14 @@ class CacheSession:
     """Per-run cache state; see the module docstring for the rules."""
 
     def __init__(self, plan: StepPlan, reuse: ReuseOperator | None = None,
-                 device: str | torch.device | None = None, label: str = "OTCache") -> None:
+                 device: str | torch.device | None = None, label: str = "OTCache",
+                 always_on: bool = False) -> None:
         self.plan = plan
         self.reuse = reuse or make_reuse("residual")
         self.device = torch.device(device) if device is not None else None
         self.label = label
-        self.enabled = plan.num_steps > 0 and not plan.all_compute
+        # always_on keeps the machinery running even when every step computes (overhead measurements).
+        self.enabled = plan.num_steps > 0 and (always_on or not plan.all_compute)
         self.disabled_reason: str | None = None
         self._streams: dict[Hashable, CacheEntry] = {}
         self._groups: dict[tuple, CacheEntry] = {}

@@ -1,0 +1,66 @@
+"""Shared pieces of the OTCache Apply host tests: cached tiny models, patched runs, counting.
+
+Import after ``require_comfy()``. Every helper samples clones; the tiny models are built once per session.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from comfy_host import ensure_comfy_importable
+
+ensure_comfy_importable()
+
+import comfy.sample  # noqa: E402
+
+import sampling  # noqa: E402
+import tiny_models as tm  # noqa: E402
+from probes import ModelProbe, attach_probe  # noqa: E402
+from otcache_pack.nodes.patcher import PatchOptions, patch_model  # noqa: E402
+from otcache_pack.otcache_engine import Schedule  # noqa: E402
+from otcache_pack.otcache_engine.runtime import StepPlan  # noqa: E402
+
+CFG = 3.0
+_BUNDLES: dict[tuple[str, int], tm.FamilyBundle] = {}
+
+
+def bundle(family: str, seed: int = 0) -> tm.FamilyBundle:
+    key = (family, seed)
+    if key not in _BUNDLES:
+        _BUNDLES[key] = tm.build(family, "tiny", seed)
+    return _BUNDLES[key]
+
+
+def patched(model: Any, schedule: Schedule | None, **options: Any) -> Any:
+    return patch_model(model, schedule, PatchOptions(**options))
+
+
+def probed_run(model: Any, b: tm.FamilyBundle, steps: int, cfg: float = CFG,
+               **kw: Any) -> tuple[torch.Tensor, ModelProbe]:
+    """Sample a probed clone of ``model``; the probe counts calls, evaluations and real block runs."""
+    probed, probe = attach_probe(model)
+    return sampling.run_sampler(probed, b, steps, cfg, **kw), probe
+
+
+def run(model: Any, b: tm.FamilyBundle, steps: int, cfg: float = CFG, **kw: Any) -> torch.Tensor:
+    return sampling.run_sampler(model, b, steps, cfg, **kw)
+
+
+def sample_with_callback(model: Any, b: tm.FamilyBundle, steps: int, callback, cfg: float = CFG,
+                         seed: int = 0) -> torch.Tensor:
+    latent = comfy.sample.fix_empty_latent_channels(model, b.empty_latent(1))
+    noise = comfy.sample.prepare_noise(latent, seed)
+    return comfy.sample.sample(model, noise, steps, cfg, "euler", "simple", b.positive, b.negative, latent,
+                               callback=callback, disable_pbar=True, seed=seed)
+
+
+def plan_of(probe: ModelProbe, schedule: Schedule, b: tm.FamilyBundle, scheduler: str = "simple") -> StepPlan:
+    """The plan the runtime must have made for the run the probe saw (its sampler's sigma list)."""
+    run_sigmas = probe.calls[0].sample_sigmas
+    reference = sampling.schedule_sigmas(b.patcher, schedule.num_steps, scheduler).tolist()
+    return StepPlan.build(schedule, run_sigmas, None if schedule.sigmas is not None else reference)
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((out - ref).norm() / ref.norm())
