@@ -71,11 +71,35 @@ class CalibrationData:
     def id(self) -> str:
         return calibration_id(list(self.runs))
 
-    def graph_schedule(self, budget: int) -> Schedule | None:
-        """The graph optimum at ``budget`` on these weights (None when the max gap makes it infeasible)."""
+    def weights_for_gap(self, gap: int) -> np.ndarray:
+        """Edge weights up to ``gap``. Beyond the calibrated max gap, local weights are recomputed from the
+        runs (free) and hybrid ones re-use the measured per-step amplification; global ones cannot grow."""
+        if gap <= self.max_gap or self.settings.get("error_mode") == "global":
+            return self.weights
+        from ..otcache_engine.edge_errors import combine_weights, e1_weights
+        runs = list(self.runs)
+        norm = "median" if len(runs) > 1 else None
+
+        def local(g: int) -> np.ndarray:
+            return combine_weights([e1_weights(r, g, self.reference.force_last) for r in runs], normalize=norm)
+
+        wide = local(gap)
+        if self.settings.get("error_mode") != "hybrid":
+            return wide
+        base = local(self.max_gap)
+        ok = np.isfinite(self.weights) & np.isfinite(base) & (base > 1e-12)
+        ratio = np.where(ok, self.weights / np.where(ok, base, 1.0), np.nan)
+        alpha = np.array([np.nanmedian(col) if np.isfinite(col).any() else np.nan for col in ratio.T])
+        alpha[~np.isfinite(alpha)] = np.nanmedian(alpha) if np.isfinite(alpha).any() else 1.0
+        return wide * alpha[None, :]
+
+    def graph_schedule(self, budget: int, max_gap: int | None = None) -> Schedule | None:
+        """The graph optimum at ``budget`` with gaps up to ``max_gap`` (default: the calibrated one);
+        None when no such schedule exists on the measured edges."""
         from ..otcache_engine.graph_search import reference_schedule
+        gap = int(max_gap or self.max_gap)
         try:
-            return reference_schedule(self.weights, budget, max_gap=self.max_gap,
+            return reference_schedule(self.weights_for_gap(gap), budget, max_gap=gap,
                                       objective=str(self.settings.get("objective", "leximax")),
                                       force_last=self.reference.force_last, kind="graph")
         except OTCacheError:

@@ -182,7 +182,7 @@ class SaveSchedule(io.ComfyNode):
                                       tooltip="Calibration data from OTCache Calibrate, saved as "
                                               "<name>.calib.safetensors (never pickle)."),
             ],
-            outputs=[ScheduleType.Output("schedule", display_name="schedule")],
+            outputs=[ScheduleType.Output("saved_schedule", display_name="schedule")],
             is_output_node=True,
         )
 

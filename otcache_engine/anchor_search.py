@@ -56,6 +56,7 @@ GAP_LOW, GAP_HIGH = 0.05, 1.0
 WARP_PIECES, WARP_LIMIT = 6, 2.5
 MAX_GAP_PARAMS_K = 12
 _PROCESS_TOKEN = uuid.uuid4().hex
+_ACTIVE: set[tuple[str, int]] = set()   # (storage-independent) ids of trials this process is running now
 
 
 # --- configuration ---------------------------------------------------------------
@@ -203,12 +204,10 @@ def warm_starts(cfg: AnchorConfig, reference: Schedule | None = None,
     if reference is not None:
         out.append(("reference-shape", resampled_shape(reference, cfg.num_steps, cfg.budget, cfg.gap,
                                                        cfg.force_last)))
-    seen, unique = set(), []
-    for name, steps in out:
-        if steps not in seen:
-            seen.add(steps)
-            unique.append((name, steps))
-    return unique
+    merged: dict[tuple[int, ...], str] = {}
+    for name, steps in out:   # one trial per distinct schedule, named after every start that gave it
+        merged[steps] = f"{merged[steps]}+{name}" if steps in merged else name
+    return [(name, steps) for steps, name in merged.items()]
 
 
 # --- storage ----------------------------------------------------------------------------
@@ -280,7 +279,7 @@ def _is_stale(trial: Any, stale_after: float) -> bool:
     if isinstance(owner, dict) and owner.get("host") == socket.gethostname():
         pid = int(owner.get("pid", -1))
         if pid == os.getpid():
-            return owner.get("token") != _PROCESS_TOKEN
+            return owner.get("token") != _PROCESS_TOKEN or _active_key(trial) not in _ACTIVE
         if not _pid_alive(pid):
             return True
         start = _proc_start(pid)
@@ -288,6 +287,10 @@ def _is_stale(trial: Any, stale_after: float) -> bool:
     last = beat if isinstance(beat, (int, float)) else (
         trial.datetime_start.timestamp() if trial.datetime_start else None)
     return last is not None and time.time() - last > stale_after
+
+
+def _active_key(trial: Any) -> tuple[str, int]:
+    return (str(trial.user_attrs.get("otcache_run", "")), int(trial.number))
 
 
 def _carry(trial: Any) -> dict[str, Any]:
@@ -310,7 +313,7 @@ def recover_stale_trials(study: Any, stale_after: float = 3 * 3600.0) -> list[in
             changed = study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
         except (UpdateFinishedTrialError, RuntimeError):
             continue
-        if changed:
+        if changed and not t.user_attrs.get("interrupted"):   # an interrupted trial queued itself again
             study.enqueue_trial(dict(t.params), user_attrs=_carry(t))
             recovered.append(t.number)
     if recovered:
@@ -349,10 +352,22 @@ def best_trial(study: Any) -> Any | None:
 class _Objective:
     def __init__(self, evaluate: Evaluate, cfg: AnchorConfig, propagate: tuple[type[BaseException], ...]):
         self.evaluate, self.cfg, self.propagate = evaluate, cfg, propagate
+        self.run_id = uuid.uuid4().hex
+        self.current: Any = None
 
     def __call__(self, trial: Any) -> float:
+        key = (self.run_id, trial.number)
+        _ACTIVE.add(key)
+        self.current = trial
+        try:
+            return self._trial(trial)
+        finally:
+            _ACTIVE.discard(key)
+
+    def _trial(self, trial: Any) -> float:
         import optuna
         cfg = self.cfg
+        trial.set_user_attr("otcache_run", self.run_id)
         trial.set_user_attr("otcache_owner", _owner())
         steps = suggest_steps(trial, cfg)
         target = trial.user_attrs.get("target_schedule")
@@ -458,10 +473,27 @@ def search_anchor(evaluate: Evaluate, cfg: AnchorConfig, storage: Any, *, model_
                 progress(min(done, cfg.n_trials), cfg.n_trials, best.value if best else None)
             if done >= cfg.n_trials:
                 break
-            study.optimize(objective, n_trials=1)
+            try:
+                study.optimize(objective, n_trials=1)
+            except BaseException:
+                _fail_if_running(study, objective.current)
+                raise
     finally:
         optuna.logging.set_verbosity(previous)
     return _result(study, cfg, describe_storage(storage), name, done)
+
+
+def _fail_if_running(study: Any, trial: Any) -> None:
+    """Optuna marks a trial FAIL only for Exception/KeyboardInterrupt; other BaseExceptions (newer
+    ComfyUI's interrupt) leave it RUNNING. It is not running any more: say so."""
+    from optuna.trial import TrialState
+    if trial is None:
+        return
+    try:
+        if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+    except Exception as e:  # noqa: BLE001 - never mask the original exception
+        log.warning("[OTCache] could not close interrupted trial %d: %s", trial.number, e)
 
 
 def _result(study: Any, cfg: AnchorConfig, where: str, name: str, done: int) -> Schedule:

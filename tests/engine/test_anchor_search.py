@@ -88,6 +88,12 @@ def test_config_rejects_bad_budgets_with_a_message():
         AnchorConfig(num_steps=50, budget=4, max_gap=7)
 
 
+def test_identical_warm_starts_become_one_trial_with_both_names():
+    cfg = AnchorConfig(num_steps=20, budget=5)
+    uniform = uniform_steps(20, 5, cfg.gap)
+    assert warm_starts(cfg, graph=uniform) == [("uniform+graph", uniform)]
+
+
 def test_warm_starts_uniform_graph_and_reference_shape():
     cfg = AnchorConfig(num_steps=50, budget=10)
     ref = Schedule(50, tuple(range(0, 20)) + (26, 33, 36, 42, 49), kind="reference")
@@ -235,20 +241,51 @@ def test_sqlite_url_storage(tmp_path):
 
 
 def test_a_live_workers_running_trial_is_not_stale(tmp_path):
+    from otcache_engine import anchor_search as AS
     journal = str(tmp_path / "s.journal")
     search_anchor(Counter(), W.config(n_trials=1), journal)
     study = load(tmp_path / "s.journal")
-    trial = study.ask()
-    from otcache_engine.anchor_search import _owner
-    trial.set_user_attr("otcache_owner", _owner())
-    assert recover_stale_trials(study) == []
-    other = study.ask()
-    other.set_user_attr("otcache_owner", {**_owner(), "pid": os.getppid(), "start": None, "token": "x"})
-    assert recover_stale_trials(study) == []  # the parent process is alive
+    mine = study.ask()                      # running in this process right now
+    mine.set_user_attr("otcache_run", "r1")
+    mine.set_user_attr("otcache_owner", AS._owner())
+    AS._ACTIVE.add(("r1", mine.number))
+    other = study.ask()                     # another live process on this host
+    other.set_user_attr("otcache_owner", {**AS._owner(), "pid": os.getppid(), "start": None, "token": "x"})
+    try:
+        assert recover_stale_trials(study) == []
+    finally:
+        AS._ACTIVE.discard(("r1", mine.number))
+    assert recover_stale_trials(study) == [mine.number]   # left over by an earlier call of this process
     gone = study.ask()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    gone.set_user_attr("otcache_owner", {**_owner(), "pid": int(dead.stdout), "token": "y"})
+    gone.set_user_attr("otcache_owner", {**AS._owner(), "pid": int(dead.stdout), "token": "y"})
     assert recover_stale_trials(study) == [gone.number]
+    assert study.trials[other.number].state == TrialState.RUNNING
+
+
+class BaseInterrupt(BaseException):
+    """ComfyUI >= 0.33's InterruptProcessingException derives from BaseException, which Optuna does not catch."""
+
+
+def test_a_base_exception_interrupt_leaves_no_running_trial_and_one_retry(tmp_path):
+    journal = str(tmp_path / "b.journal")
+    state = {"n": 0}
+
+    def evaluate(schedule, pair):
+        state["n"] += 1
+        if state["n"] == 3:
+            raise BaseInterrupt()
+        return W.score(schedule.compute_steps, pair)
+
+    with pytest.raises(BaseInterrupt):
+        search_anchor(evaluate, W.config(n_trials=5), journal, propagate=(BaseInterrupt,))
+    study = load(tmp_path / "b.journal")
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    (stopped,) = [t for t in study.trials if t.state == TrialState.FAIL]
+    search_anchor(evaluate, W.config(n_trials=5), journal)
+    study = load(tmp_path / "b.journal")
+    assert len([t for t in study.trials if t.user_attrs.get("retry_of") == stopped.number]) == 1
+    assert finished_count(study) == 5
 
 
 # --- crashes and several processes ---------------------------------------------------------------

@@ -1,0 +1,245 @@
+"""OTCache Anchor Search: stage 2 of OTCache inside ComfyUI (algorithms §4).
+
+At an extreme low budget the graph method's additive error model breaks down, so
+the anchor schedule is optimised end to end: every Optuna trial samples the
+user's model with a candidate schedule (OTCache's runtime, ``patch_model``) and
+ComfyUI's own sampling, and scores the result against the uncached output
+(computed once per call) with LPIPS on decoded images -- or, without LPIPS
+weights, 1 - SSIM; without a VAE, the latent relative L1.
+
+The study lives in Optuna storage: by default a journal file under ComfyUI's
+user directory, keyed by model, steps and budget, so a search resumes after a
+crash, a restart or a Cancel; or any Optuna storage URL (e.g. PostgreSQL), so
+several ComfyUI machines search one study together.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from comfy_api.latest import io
+
+from ..otcache_engine import Schedule
+from ..otcache_engine.anchor_search import AnchorConfig, search_anchor
+from ..otcache_engine.errors import OTCacheError
+from ..otcache_engine.metrics import Perceptual, perceptual_metric
+from .calibrate_node import parse_seeds, sampler_inputs
+from .calibration_data import CalibrationData
+from .preview import plot_payload, ui_output
+from .provenance import model_hash, run_provenance
+from .run_sampling import Progress, SamplerSettings, interruptible, run_sigmas, sample, uncached
+from .schedule_nodes import CalibrationType, ScheduleType, clean_name
+
+log = logging.getLogger("otcache")
+
+REUSE_CHOICES = ("residual", "output")
+
+
+def default_anchor_budget(num_steps: int) -> int:
+    """About N/5 (10 for 50 steps, 6 for 28): OTCache's 'extreme low budget'."""
+    return max(2, round(num_steps / 5))
+
+
+# --- storage -------------------------------------------------------------------------------
+
+def default_storage_name(model_key: str, steps: int, budget: int) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "_", model_key)[:40] or "model"
+    return f"anchor-{safe}-{steps}-{budget}.journal"
+
+
+def resolve_storage(text: str, model_key: str, steps: int, budget: int) -> str:
+    """Empty: the default journal under <user>/otcache/; a URL (``sqlite:///``, ``postgresql://``...): as is;
+    a plain name: a journal file of that name under <user>/otcache/ (no paths)."""
+    import folder_paths
+
+    text = (text or "").strip()
+    if "://" in text:
+        return text
+    folder = Path(folder_paths.get_user_directory()) / "otcache"
+    if not text:
+        name = default_storage_name(model_key, steps, budget)
+    else:
+        name = clean_name(text, suffix=".journal")
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder / name)
+
+
+# --- what a trial is compared with ----------------------------------------------------------------
+
+def _fingerprint(value: Any, h: "hashlib._Hash") -> None:
+    """Shapes and a few values of every tensor in a conditioning (cheap; tells prompts apart)."""
+    if isinstance(value, torch.Tensor):
+        flat = value.detach().reshape(-1)
+        h.update(str(tuple(value.shape)).encode())
+        if flat.numel():
+            idx = torch.linspace(0, flat.numel() - 1, min(16, flat.numel())).long().to(flat.device)
+            h.update(flat[idx].float().cpu().numpy().tobytes())
+    elif isinstance(value, dict):
+        for k in sorted(value, key=str):
+            h.update(str(k).encode())
+            _fingerprint(value[k], h)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _fingerprint(v, h)
+    elif isinstance(value, (int, float, str, bool)) or value is None:
+        h.update(repr(value).encode())
+
+
+def conditioning_id(positive: Any, negative: Any) -> str:
+    h = hashlib.sha1()
+    _fingerprint(positive, h)
+    h.update(b"|")
+    _fingerprint(negative, h)
+    return h.hexdigest()[:12]
+
+
+class Judge:
+    """The uncached outputs of every pair (computed once) and the metric that compares a trial with them."""
+
+    def __init__(self, model: Any, s: SamplerSettings, seeds: list[int], vae: Any, metric: Perceptual):
+        self.model, self.s, self.seeds, self.vae, self.metric = model, s, seeds, vae, metric
+        self.refs: list[torch.Tensor] = []
+        self.extra: dict[int, dict[str, float]] = {}
+
+    def output(self, latent: torch.Tensor) -> torch.Tensor:
+        if self.metric.on == "latent" or self.vae is None:
+            return latent.float().cpu()
+        return self.vae.decode(latent).float().cpu()
+
+    def prepare(self, progress: Progress) -> None:
+        base = interruptible(self.model)
+        for seed in self.seeds:
+            self.refs.append(self.output(sample(base, self.s, seed, lambda *a: progress.step())))
+
+    def score(self, schedule: Schedule, pair: int, reuse: str) -> float:
+        from .patcher import cached_model
+        m = interruptible(cached_model(self.model, schedule, reuse=reuse))
+        out = self.output(sample(m, self.s, self.seeds[pair]))
+        return self.metric(out, self.refs[pair])
+
+
+# --- the search ----------------------------------------------------------------------------
+
+def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds: list[int], budget: int = 0,
+                  trials: int = 64, search_seed: int = 0, storage: str = "", vae: Any = None,
+                  calibration: CalibrationData | None = None, reuse: str = "residual", max_gap: int = 0,
+                  metric: Perceptual | None = None) -> tuple[Schedule, dict[str, Any]]:
+    """Run or resume the anchor search; returns the anchor and a summary for the UI."""
+    import comfy.model_management
+
+    if reuse not in REUSE_CHOICES:
+        raise OTCacheError(f"reuse must be one of {list(REUSE_CHOICES)}, got {reuse!r}")
+    if not isinstance(reference, Schedule):
+        raise OTCacheError("connect a reference schedule (from OTCache Calibrate or Load Schedule)")
+    base = uncached(model)
+    sigmas = run_sigmas(base, s)
+    n = sigmas.numel() - 1
+    k = budget or default_anchor_budget(n)
+    ref_k = reference.budget if reference.num_steps == n else round(reference.budget * n / reference.num_steps)
+    if k >= ref_k:
+        raise OTCacheError(f"anchor budget {k} must be below the reference's {ref_k} computed steps "
+                           f"(the anchor is the extreme low end); lower it or use a richer reference")
+    metric = metric or perceptual_metric(has_decoder=vae is not None)
+    key = model_hash(base)
+    prov = run_provenance(base, steps=n, sampler=s.sampler_name, scheduler=s.scheduler,
+                          latent_shape=s.latent_shape, sigmas=sigmas.tolist(), cfg=s.cfg, denoise=s.denoise)
+    context = {"seeds": seeds, "sampler": s.sampler_name, "scheduler": s.scheduler, "cfg": s.cfg,
+               "denoise": s.denoise, "latent": list(s.latent_shape), "reuse": reuse,
+               "cond": conditioning_id(s.positive, s.negative), "grid": prov.get("sigma_grid")}
+    cfg = AnchorConfig(num_steps=n, budget=k, n_pairs=len(seeds), n_trials=int(trials), seed=int(search_seed),
+                       max_gap=max_gap or None, metric=metric.name, sigmas=tuple(sigmas.tolist()),
+                       provenance={**prov, "source": "anchor-search", "reuse": reuse, "seeds": list(seeds),
+                                   "reference_budget": reference.budget})
+    where = resolve_storage(storage, key, n, k)
+    graph = calibration.graph_schedule(k, cfg.gap) if calibration is not None and calibration.num_steps == n \
+        else None
+    log.info("[OTCache] Anchor Search: K=%d of N=%d, %d trial(s) in total, %d pair(s), metric %s, storage %s",
+             k, n, cfg.n_trials, len(seeds), metric.name, where)
+    progress = Progress(len(seeds) * n)
+    judge = Judge(base, s, seeds, vae, metric)
+    judge.prepare(progress)
+    progress.set(0, cfg.n_trials)
+    anchor = search_anchor(lambda sch, p: judge.score(sch, p, reuse), cfg, where, model_key=key, context=context,
+                           reference=reference, graph=graph,
+                           progress=lambda done, total, best: progress.set(done, total),
+                           propagate=(comfy.model_management.InterruptProcessingException,))
+    if metric.warning:
+        anchor = anchor.with_provenance(metric_warning=metric.warning)
+    summary = {"best_score": anchor.provenance["score"], "trials": anchor.provenance["trials"],
+               "metric": metric.name, "warning": metric.warning, "study": anchor.provenance["study"],
+               "storage": anchor.provenance["storage"], "budget": k, "steps": n,
+               "graph_warm_start": graph is not None}
+    return anchor, summary
+
+
+class AnchorSearch(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="OTCacheAnchorSearch",
+            display_name="OTCache Anchor Search",
+            category="OTCache",
+            description="Stage 2: searches the best schedule at an extreme low budget by actually sampling with "
+                        "each candidate (Optuna, TPE) and comparing with the uncached result. Resumable: the "
+                        "study is stored, so run it again to continue, or share a database between machines.",
+            inputs=sampler_inputs() + [
+                ScheduleType.Input("reference", tooltip="The reference schedule (OTCache Calibrate): warm start "
+                                                        "and the upper end of the interpolation."),
+                CalibrationType.Input("calibration", optional=True,
+                                      tooltip="Calibration data: adds the graph method's schedule at the anchor "
+                                              "budget as a warm start (the anchor must beat it)."),
+                io.Vae.Input("vae", optional=True,
+                             tooltip="Decode outputs for a perceptual metric (LPIPS, or 1 - SSIM without LPIPS "
+                                     "weights). Without a VAE the final latents are compared (relative L1)."),
+                io.Int.Input("anchor_budget", default=0, min=0, max=10000,
+                             tooltip="Computed steps K of the anchor. 0 = auto (about N/5: 6 for 28 steps, "
+                                     "10 for 50)."),
+                io.Int.Input("trials", default=100, min=1, max=100000,
+                             tooltip="Total finished trials of the study, counted across runs: running again "
+                                     "with the same storage continues up to this number. Each trial costs at "
+                                     "most K full model calls per search seed (memoised repeats are free)."),
+                io.String.Input("search_seeds", default="",
+                                tooltip="Seeds every trial is judged on besides 'seed' ('0, 1' or 'x2'). "
+                                        "More seeds = a more general anchor, proportionally slower trials."),
+                io.Int.Input("search_seed", default=0, min=0, max=2**31 - 1,
+                             tooltip="Seed of Optuna's TPE sampler (reproducible with one worker)."),
+                io.String.Input("storage", default="",
+                                tooltip="Empty: a journal file in ComfyUI's user folder "
+                                        "(user/otcache/anchor-<model>-<steps>-<K>.journal), resumed automatically. "
+                                        "A plain name: that journal file there. An Optuna URL "
+                                        "(sqlite:///path.db, postgresql://user:pass@host/db): shared by every "
+                                        "machine that uses it."),
+                io.Combo.Input("reuse", options=list(REUSE_CHOICES), default="residual",
+                               tooltip="The reuse operator the schedule will be deployed with (as in OTCache "
+                                       "Apply)."),
+                io.Int.Input("max_gap", default=0, min=0, max=10000,
+                             tooltip="Longest gap allowed in the anchor. 0 = auto (twice the uniform gap)."),
+            ],
+            outputs=[ScheduleType.Output("anchor", display_name="anchor")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, denoise,
+                reference, calibration=None, vae=None, anchor_budget=0, trials=100, search_seeds="",
+                search_seed=0, storage="", reuse="residual", max_gap=0) -> io.NodeOutput:
+        s = SamplerSettings(steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise)
+        try:
+            seeds = parse_seeds(search_seeds, seed)
+            anchor, summary = anchor_search(model, s, reference, seeds=seeds, budget=anchor_budget, trials=trials,
+                                            search_seed=search_seed, storage=storage, vae=vae,
+                                            calibration=calibration, reuse=reuse, max_gap=max_gap)
+        except OTCacheError as e:
+            raise ValueError(f"OTCache Anchor Search: {e}") from None
+        note = (f"anchor K={anchor.budget} of N={anchor.num_steps}: best {summary['metric']} "
+                f"{summary['best_score']:.4g} after {summary['trials']} trials")
+        warnings = [summary["warning"]] if summary["warning"] else []
+        ui = ui_output(plot_payload(anchor, reference, None, label="anchor", note=note, warnings_=warnings))
+        ui["otcache_anchor"] = [summary]
+        return io.NodeOutput(anchor, ui=ui)
+
+
+NODES = [AnchorSearch]

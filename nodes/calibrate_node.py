@@ -1,0 +1,381 @@
+"""OTCache Calibrate: stage 1 of OTCache inside ComfyUI (algorithms §2-3).
+
+It takes a KSampler's inputs (so converting a workflow is one move), samples the
+model uncached with ComfyUI's own sampling on a clone, once per calibration
+seed, and records what later stages need: the sigma grid, the sampler's latent
+x_n and velocity v_n = (x_n - denoised_n) / sigma_n at every step, the per-step
+signals of the baselines (output change, EasyCache's k, curvature, MagCache's
+residual norms and FBCache's first-block change when the family has block
+hooks) and the step times. From these it builds the edge weights of the step
+graph -- local (free), hybrid or global (LeMiCa's tail re-runs, sampled with
+ComfyUI from stored latents) -- and solves the reference schedule at the
+conservative budget.
+
+The user's model is never patched: every hook lives on a clone, and an
+interrupt stops the job within one model call.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from comfy_api.latest import io
+
+from ..otcache_engine import Schedule
+from ..otcache_engine.calibration import CalibrationRun, calibration_id
+from ..otcache_engine.edge_errors import (combine_weights, e1_weights, final_error, global_jobs, global_weights,
+                                          hybrid_jobs, hybrid_weights, landing_latent, total_model_calls)
+from ..otcache_engine.errors import CalibrationError, OTCacheError
+from ..otcache_engine.graph_search import OBJECTIVES, reference_schedule, smallest_feasible_budget
+from .calibration_data import CalibrationData
+from .preview import plot_payload, ui_output
+from .provenance import run_provenance
+from .run_sampling import Progress, SamplerSettings, interruptible, run_sigmas, sample, tail_sample, to_internal
+from .run_sampling import uncached
+from .schedule_nodes import CalibrationType, ScheduleType
+
+log = logging.getLogger("otcache")
+
+ERROR_MODES = ("local", "hybrid", "global")
+MAX_SEEDS = 64
+RECORD_KEY = "otcache_calibrate"
+
+
+# --- settings ------------------------------------------------------------------------
+
+def default_max_gap(num_steps: int) -> int:
+    """About 0.15 N (LeMiCa's released 50-step schedules cap gaps at 7)."""
+    return max(2, min(num_steps - 1, int(0.15 * num_steps)))
+
+
+def default_reference_budget(num_steps: int) -> int:
+    """About N/2: LeMiCa's near-lossless 'slow' setting."""
+    return max(2, math.ceil(num_steps / 2))
+
+
+def parse_seeds(text: str, seed: int) -> list[int]:
+    """The sampler seed plus extra seeds: ``"0, 1, 2"`` adds those; ``"x4"`` means 4 runs, seed .. seed+3."""
+    text = (text or "").strip()
+    if not text:
+        return [seed]
+    if text[0] in "xX*" and text[1:].strip().isdigit():
+        count = int(text[1:].strip())
+        if not 1 <= count <= MAX_SEEDS:
+            raise CalibrationError(f"calibration runs must be between 1 and {MAX_SEEDS}, got {count}")
+        return [seed + k for k in range(count)]
+    seeds = [seed]
+    for part in text.replace(";", ",").replace(" ", ",").split(","):
+        if not part:
+            continue
+        try:
+            value = int(part)
+        except ValueError:
+            raise CalibrationError(f"calibration seeds must be integers separated by commas (e.g. '0, 1, 2') "
+                                   f"or a count like 'x4'; got {part!r}") from None
+        if value < 0:
+            raise CalibrationError(f"calibration seeds must be >= 0, got {value}")
+        if value not in seeds:
+            seeds.append(value)
+    if len(seeds) > MAX_SEEDS:
+        raise CalibrationError(f"at most {MAX_SEEDS} calibration seeds, got {len(seeds)}")
+    return seeds
+
+
+def calls_per_seed(num_steps: int, max_gap: int, mode: str) -> int:
+    """Model calls (sampling steps) one calibration seed costs in ``mode``."""
+    if mode == "local":
+        return num_steps
+    if mode == "hybrid":
+        return num_steps + total_model_calls(hybrid_jobs(num_steps))
+    return num_steps + total_model_calls(global_jobs(num_steps, max_gap))
+
+
+def _cost_table() -> str:
+    rows = []
+    for n in (28, 50):
+        g = default_max_gap(n)
+        rows.append(f"N={n}, gap {g}: local {calls_per_seed(n, g, 'local')}, hybrid {calls_per_seed(n, g, 'hybrid')}, "
+                    f"global {calls_per_seed(n, g, 'global')}")
+    return "; ".join(rows)
+
+
+ERROR_MODE_TOOLTIP = (
+    "How the cost of skipping steps i+1..j-1 is measured. Model calls per calibration seed: "
+    "local = N (free: from the recorded run); hybrid = N + (N-1)(N-2)/2 (re-runs the tail after every "
+    "2-step skip to learn how much each step amplifies errors); global = N + sum over every edge of its tail "
+    "length (LeMiCa's exact end-to-end error). " + _cost_table() + ". The node reports the exact count.")
+
+
+# --- recording one run --------------------------------------------------------------------
+
+class StackRecorder:
+    """Block-stack residual norms (MagCache) and first-block change (FBCache), first call of each step.
+
+    Installed as ``patches_replace["dit"]`` on the first and last block of the family's stack of a
+    recording clone, wrapping any replacement already there. Families without block hooks record nothing.
+    """
+
+    def __init__(self, joint_order: str, last_is_single: bool):
+        self.joint_order, self.last_is_single = joint_order, last_is_single
+        self.step = 0
+        self.h_in: torch.Tensor | None = None
+        self.first_res: torch.Tensor | None = None
+        self.norms: dict[int, torch.Tensor] = {}
+        self.fb: dict[int, float] = {}
+        self._prev_first: torch.Tensor | None = None
+        self._taken: set[int] = set()
+
+    def first(self, inner: Callable | None) -> Callable:
+        def block(args: dict, extra: dict) -> dict:
+            out = inner(args, extra) if inner is not None else extra["original_block"](args)
+            if self.step not in self._taken:
+                img = args["img"]
+                self.h_in = img[:1].detach().float()
+                res = out["img"][:1].detach().float() - self.h_in if out["img"].shape == img.shape else None
+                if res is not None:
+                    if self._prev_first is not None and self._prev_first.shape == res.shape:
+                        prev = self._prev_first
+                        self.fb[self.step] = float((res - prev).abs().mean() / prev.abs().mean().clamp_min(1e-12))
+                    self._prev_first = res
+            return out
+        return block
+
+    def last(self, inner: Callable | None) -> Callable:
+        def block(args: dict, extra: dict) -> dict:
+            out = inner(args, extra) if inner is not None else extra["original_block"](args)
+            if self.step not in self._taken and self.h_in is not None:
+                img = out["img"][:1].detach().float()
+                n = self.h_in.shape[1]
+                if self.last_is_single and img.shape[1] > n:
+                    img = img[:, -n:] if self.joint_order == "txt_first" else img[:, :n]
+                if img.shape == self.h_in.shape:
+                    self.norms[self.step] = (img - self.h_in).norm(dim=-1).reshape(-1).cpu()
+                self._taken.add(self.step)
+            return out
+        return block
+
+    def residual_norms(self, num_steps: int) -> dict[str, torch.Tensor]:
+        if sorted(self.norms) != list(range(num_steps)):
+            return {}
+        return {"img": torch.stack([self.norms[k] for k in range(num_steps)])}
+
+    def signals(self, num_steps: int) -> dict[str, np.ndarray]:
+        if sorted(self.fb) != list(range(1, num_steps)):
+            return {}
+        return {"fbcache_rel_l1": np.array([0.0] + [self.fb[k] for k in range(1, num_steps)])}
+
+
+def recording_clone(model: Any) -> tuple[Any, StackRecorder | None]:
+    """An interruptible, uncached clone with the stack recorder on the first and last block (if any)."""
+    from .families import detect_family
+
+    m = interruptible(uncached(model))
+    spec = detect_family(m.get_model_object("diffusion_model"))
+    if not spec.block_caching:
+        return m, None
+    rec = StackRecorder(spec.joint_order, spec.last_is_single)
+    existing = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
+    (k0, i0), (k1, i1) = spec.blocks[0], spec.blocks[-1]
+    m.set_model_patch_replace(rec.first(existing.get((k0, i0))), "dit", k0, i0)
+    m.set_model_patch_replace(rec.last(existing.get((k1, i1))), "dit", k1, i1)
+    return m, rec
+
+
+def record_run(model: Any, s: SamplerSettings, seed: int, sigmas: torch.Tensor, meta: dict,
+               progress: Progress) -> CalibrationRun:
+    """One uncached KSampler run with every step recorded (N model calls)."""
+    m, rec = recording_clone(model)
+    n = sigmas.numel() - 1
+    xs: list[torch.Tensor] = []
+    outs: list[torch.Tensor] = []
+    times: list[float] = []
+    start = [time.perf_counter()]
+
+    def on_step(i: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
+        sigma = float(sigmas[len(xs)]) if len(xs) < n else float("nan")
+        xs.append(x.detach().float().cpu())
+        outs.append(((x.detach().float() - denoised.detach().float()) / sigma).cpu())
+        now = time.perf_counter()
+        times.append(now - start[0])
+        start[0] = now
+        if rec is not None:
+            rec.step = len(xs)
+        progress.step()
+
+    final = sample(m, s, seed, on_step)
+    if len(xs) != n:
+        raise CalibrationError(f"sampler {s.sampler_name!r} reported {len(xs)} steps for {n} sigmas; calibrate "
+                               f"with a sampler that takes one step per sigma (euler, dpmpp_2m, ...)")
+    latents = torch.stack(xs + [to_internal(m, final)])
+    signals = {"step_time": np.array(times)}
+    norms = {}
+    if rec is not None:
+        norms = rec.residual_norms(n)
+        signals.update(rec.signals(n))
+    run = CalibrationRun(sigmas=sigmas, latents=latents, outputs=torch.stack(outs), residual_norms=norms,
+                         signals=signals, meta={**meta, "seed": int(seed)})
+    return run.with_derived_signals()
+
+
+# --- edge weights --------------------------------------------------------------------------
+
+def tail_results(model: Any, s: SamplerSettings, run: CalibrationRun, jobs: list, progress: Progress) -> dict:
+    """Final latents of the runs that cache only edge (i -> j): restart at x_hat_j, sample j..N-1."""
+    m = interruptible(uncached(model))
+    out = {}
+    for job in jobs:
+        j, x_hat = job.start_state(run)
+        out[job.edge] = tail_sample(m, s, x_hat, run.sigmas[j:], int(run.meta.get("seed", 0)), progress.step)
+    return out
+
+
+def edge_weights(model: Any, s: SamplerSettings, runs: list[CalibrationRun], mode: str, max_gap: int,
+                 progress: Progress) -> np.ndarray:
+    mats = []
+    for run in runs:
+        local = e1_weights(run, max_gap, relative=True)
+        if mode == "local":
+            mats.append(local)
+        elif mode == "hybrid":
+            res = tail_results(model, s, run, hybrid_jobs(run.num_steps), progress)
+            xn = run.latents[-1].double()
+            scale = max(float(xn.abs().mean()), 1e-12)
+            glob = {j: float((v.double() - xn).abs().mean()) / scale for (i, j), v in res.items()}
+            mats.append(hybrid_weights(local, glob))
+        else:
+            res = tail_results(model, s, run, global_jobs(run.num_steps, max_gap), progress)
+            mats.append(global_weights(run, res, max_gap, relative=True))
+    return combine_weights(mats, normalize="median" if len(mats) > 1 else None)
+
+
+# --- the whole calibration ----------------------------------------------------------------------
+
+def calibrate(model: Any, s: SamplerSettings, seeds: list[int], mode: str = "local", max_gap: int = 0,
+              budget: int = 0, objective: str = "leximax") -> tuple[Schedule, CalibrationData]:
+    """Record the runs, build the weights, solve the reference. Pure function of its inputs (plus time)."""
+    if mode not in ERROR_MODES:
+        raise CalibrationError(f"error mode must be one of {list(ERROR_MODES)}, got {mode!r}")
+    if objective not in ("leximax", "additive"):
+        raise CalibrationError(f"objective must be 'leximax' or 'additive', got {objective!r}")
+    if mode != "local" and s.latent.get("noise_mask") is not None:
+        raise CalibrationError("hybrid and global calibration restart sampling mid-way, which an inpainting "
+                               "noise mask does not allow; use the local error mode")
+    sigmas = run_sigmas(model, s)
+    n = sigmas.numel() - 1
+    if n < 3:
+        raise CalibrationError(f"calibration needs at least 3 sampling steps, got {n}")
+    gap = min(max_gap or default_max_gap(n), n - 1)
+    k_ref = budget or default_reference_budget(n)
+    least = smallest_feasible_budget(n, gap)
+    if not least <= k_ref <= n:
+        raise CalibrationError(f"reference budget {k_ref} is not possible for {n} steps with max gap {gap}: "
+                               f"use a budget between {least} and {n} (or raise the max gap)")
+    total = len(seeds) * calls_per_seed(n, gap, mode)
+    log.info("[OTCache] Calibrate: %d seed(s) x %d model calls (%s error) = %d calls for %d steps",
+             len(seeds), calls_per_seed(n, gap, mode), mode, total, n)
+    progress = Progress(total)
+    prov = run_provenance(model, steps=n, sampler=s.sampler_name, scheduler=s.scheduler,
+                          latent_shape=s.latent_shape, sigmas=sigmas.tolist(), cfg=s.cfg, denoise=s.denoise)
+    meta = {k: prov[k] for k in ("model_family", "model_hash", "sampler", "scheduler", "steps", "resolution")}
+    meta["cfg"] = float(s.cfg)
+    runs = [record_run(model, s, seed, sigmas, meta, progress) for seed in seeds]
+    weights = edge_weights(model, s, runs, mode, gap, progress)
+    cal_id = calibration_id(runs)
+    settings = {**prov, "error_mode": mode, "objective": objective, "max_gap": gap, "seeds": list(seeds),
+                "model_calls": total, "budget": k_ref}
+    reference = reference_schedule(weights, k_ref, max_gap=gap, objective=objective, sigmas=sigmas.tolist(),
+                                   kind="reference", provenance={**prov, "source": "calibrate", "error_mode": mode,
+                                                                 "seeds": list(seeds), "calibration_id": cal_id,
+                                                                 "created": _now()})
+    reference = reference.with_provenance(**quality(runs, reference))
+    return reference, CalibrationData(tuple(runs), weights, reference, settings)
+
+
+def quality(runs: list[CalibrationRun], schedule: Schedule) -> dict[str, float]:
+    """Zero-call replay errors (relative final-latent L1) of the schedule and of uniform-K, for the UI."""
+    from ..otcache_engine.baselines import uniform_k
+    uni = uniform_k(schedule.num_steps, schedule.budget, force_last=schedule.force_last)
+    err = float(np.mean([final_error(r, schedule, relative=True) for r in runs]))
+    uerr = float(np.mean([final_error(r, uni, relative=True) for r in runs]))
+    return {"calibrated_error": err, "uniform_error": uerr}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- the node -----------------------------------------------------------------------------------
+
+def sampler_inputs() -> list:
+    """KSampler's inputs, same names and defaults, so a KSampler converts in one move."""
+    import comfy.samplers
+    return [
+        io.Model.Input("model", tooltip="The model to calibrate (never modified)."),
+        io.Conditioning.Input("positive"),
+        io.Conditioning.Input("negative"),
+        io.Latent.Input("latent_image", tooltip="Calibrate at the resolution (and frame count) you will use."),
+        io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True),
+        io.Int.Input("steps", default=20, min=3, max=10000),
+        io.Float.Input("cfg", default=8.0, min=0.0, max=100.0, step=0.1, round=0.01),
+        io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS),
+        io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS),
+        io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01),
+    ]
+
+
+class Calibrate(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="OTCacheCalibrate",
+            display_name="OTCache Calibrate",
+            category="OTCache",
+            description="Stage 1: samples your model uncached (ComfyUI's own sampling, on a copy), measures how "
+                        "much skipping each run of steps costs, and solves the reference schedule at a "
+                        "conservative budget. Replace a KSampler with this node to calibrate that exact setup.",
+            inputs=sampler_inputs() + [
+                io.String.Input("calibration_seeds", default="",
+                                tooltip="Extra seeds to calibrate on besides 'seed': '0, 1, 2', or 'x4' for 4 runs "
+                                        "(seed .. seed+3). More seeds = a schedule that generalises better; each "
+                                        "costs the model calls of one more run."),
+                io.Combo.Input("error_mode", options=list(ERROR_MODES), default="local", tooltip=ERROR_MODE_TOOLTIP),
+                io.Int.Input("max_gap", default=0, min=0, max=1000,
+                             tooltip="Longest run of skipped steps + 1 allowed in the reference. 0 = auto (about "
+                                     "0.15 N: 4 for 28 steps, 7 for 50)."),
+                io.Int.Input("reference_budget", default=0, min=0, max=10000,
+                             tooltip="Computed steps K of the reference (the conservative end). 0 = auto (N/2)."),
+                io.Combo.Input("objective", options=[o for o in OBJECTIVES if o != "bottleneck"], default="leximax",
+                               tooltip="leximax (LeMiCa): minimise the worst skip first, then the next; "
+                                       "additive: minimise the sum of skip errors."),
+            ],
+            outputs=[ScheduleType.Output("reference", display_name="reference"),
+                     CalibrationType.Output("calibration", display_name="calibration")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, denoise,
+                calibration_seeds="", error_mode="local", max_gap=0, reference_budget=0,
+                objective="leximax") -> io.NodeOutput:
+        s = SamplerSettings(steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise)
+        try:
+            seeds = parse_seeds(calibration_seeds, seed)
+            reference, data = calibrate(model, s, seeds, error_mode, max_gap, reference_budget, objective)
+        except OTCacheError as e:
+            raise ValueError(f"OTCache Calibrate: {e}") from None
+        p = reference.provenance
+        note = (f"reference K={reference.budget} of N={reference.num_steps} ({error_mode} error, {len(seeds)} "
+                f"seed(s), {data.settings['model_calls']} model calls); replay error {p['calibrated_error']:.4g} "
+                f"vs uniform {p['uniform_error']:.4g}")
+        log.info("[OTCache] Calibrate: %s; %s", reference.mask_string(), note)
+        ui = ui_output(plot_payload(reference, label="reference", note=note))
+        ui["otcache_calibration"] = [data.summary() | {"calibrated_error": p["calibrated_error"],
+                                                       "uniform_error": p["uniform_error"]}]
+        return io.NodeOutput(reference, data, ui=ui)
+
+
+NODES = [Calibrate]

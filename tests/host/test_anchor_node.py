@@ -1,0 +1,167 @@
+"""OTCache Anchor Search end to end on a tiny Flux: trials, resume, metrics, interruption, storage."""
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+import torch
+
+from comfy_host import require_comfy
+
+COMFY_VERSION = require_comfy()
+
+import comfy.model_management as mm  # noqa: E402
+import folder_paths  # noqa: E402
+
+import tiny_models  # noqa: E402
+from otcache_pack.nodes import anchor_node as A  # noqa: E402
+from otcache_pack.nodes import calibrate_node as C  # noqa: E402
+from otcache_pack.nodes.run_sampling import SamplerSettings  # noqa: E402
+from otcache_pack.otcache_engine import Schedule  # noqa: E402
+from otcache_pack.otcache_engine.anchor_search import open_storage, uniform_steps  # noqa: E402
+from otcache_pack.otcache_engine.projection import is_feasible  # noqa: E402
+
+N = 10
+
+
+class TinyVAE:
+    """Stands in for a VAE: a fixed, smooth map from the latent to an RGB image twice its size."""
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        rgb = torch.sigmoid(latent[:, :3].float())
+        return rgb.repeat_interleave(2, dim=-1).repeat_interleave(2, dim=-2).permute(0, 2, 3, 1)
+
+
+@pytest.fixture(scope="module")
+def flux():
+    b = tiny_models.build("flux")
+    s = SamplerSettings(N, 1.0, "euler", "simple", b.positive, b.negative, {"samples": b.empty_latent()})
+    reference, calibration = C.calibrate(b.patcher, s, [0], mode="local", max_gap=3, budget=5)
+    return b, s, reference, calibration
+
+
+@pytest.fixture
+def user_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(folder_paths, "get_user_directory", lambda: str(tmp_path / "user"))
+    return tmp_path / "user"
+
+
+def finished(study):
+    return [t for t in study.trials if t.state.is_finished() and t.state.name != "FAIL"]
+
+
+def load_study(path):
+    storage = open_storage(str(path))
+    (summary,) = optuna.get_all_study_summaries(storage)
+    return optuna.load_study(study_name=summary.study_name, storage=storage)
+
+
+def test_eight_trials_end_to_end_then_resume(flux, user_dir):
+    b, s, reference, calibration = flux
+    out = A.AnchorSearch.execute(b.patcher, b.positive, b.negative, s.latent, 0, N, 1.0, "euler", "simple", 1.0,
+                                 reference, calibration=calibration, anchor_budget=3, trials=8)
+    (anchor,) = out.args
+    assert isinstance(anchor, Schedule) and anchor.kind == "anchor"
+    assert anchor.budget == 3 and anchor.num_steps == N and is_feasible(anchor.compute_steps, N, anchor.max_gap)
+    p = anchor.provenance
+    assert p["trials"] == 8 and p["metric"] == "latent-rel-l1" and p["model_family"] == "flux"
+    assert p["steps"] == N and p["sampler"] == "euler" and p["budget"] == 3
+    journal = user_dir / "otcache" / f"anchor-{p['model_hash']}-{N}-3.journal"
+    assert journal.is_file() and p["storage"] == str(journal)
+    study = load_study(journal)
+    warm = {name: t for t in study.trials for name in t.user_attrs.get("warm_start", "").split("+") if name}
+    assert set(warm) == {"uniform", "graph", "reference-shape"}   # the graph one needs the calibration input
+    assert tuple(warm["uniform"].user_attrs["schedule"]) == uniform_steps(N, 3, anchor.max_gap)
+    assert tuple(warm["graph"].user_attrs["schedule"]) == calibration.graph_schedule(3, anchor.max_gap).compute_steps
+    assert p["score"] == min(t.value for t in finished(study)) <= warm["uniform"].value
+    (summary,) = out.ui["otcache_anchor"]
+    assert summary["trials"] == 8 and summary["best_score"] == p["score"] and summary["graph_warm_start"]
+    first = {t.number: (t.value, t.user_attrs["schedule"]) for t in finished(study)}
+
+    again = A.AnchorSearch.execute(b.patcher, b.positive, b.negative, s.latent, 0, N, 1.0, "euler", "simple", 1.0,
+                                   reference, calibration=calibration, anchor_budget=3, trials=12)
+    (resumed,) = again.args
+    assert resumed.provenance["trials"] == 12 and resumed.provenance["study"] == p["study"]
+    study = load_study(journal)
+    assert len(finished(study)) == 12
+    assert all(study.trials[k].value == v and study.trials[k].user_attrs["schedule"] == sch
+               for k, (v, sch) in first.items())
+    assert resumed.provenance["score"] <= p["score"]
+
+
+def test_with_a_vae_the_metric_is_an_image_metric_and_the_fallback_is_loud(flux, user_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))   # no LPIPS backbone anywhere
+    b, s, reference, _ = flux
+    anchor, summary = A.anchor_search(b.patcher, s, reference, seeds=[0, 1], budget=3, trials=3, vae=TinyVAE())
+    assert summary["metric"] == "1-ssim" and "alexnet-owt" in summary["warning"]
+    assert anchor.provenance["metric"] == "1-ssim" and "LPIPS" in anchor.provenance["metric_warning"]
+    assert 0.0 <= summary["best_score"] < 1.0 and anchor.provenance["pairs"] == 2
+
+
+def test_interrupt_during_a_trial_propagates_and_the_trial_is_redone(flux, user_dir):
+    b, s, reference, _ = flux
+    calls = []
+
+    def count(_module, _inputs, _output):
+        calls.append(1)
+        if len(calls) == N + 4:          # during the first trial, after the uncached run
+            mm.interrupt_current_processing(True)
+
+    handle = b.last_block().register_forward_hook(count)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            A.anchor_search(b.patcher, s, reference, seeds=[0], budget=3, trials=4, storage="interrupt-test")
+    finally:
+        handle.remove()
+        mm.interrupt_current_processing(False)
+    study = load_study(user_dir / "otcache" / "interrupt-test.journal")
+    (stopped,) = [t for t in study.trials if t.state.name == "FAIL"]
+    assert stopped.user_attrs["interrupted"] is True
+    anchor, summary = A.anchor_search(b.patcher, s, reference, seeds=[0], budget=3, trials=4,
+                                      storage="interrupt-test")
+    study = load_study(user_dir / "otcache" / "interrupt-test.journal")
+    assert summary["trials"] == 4 == len(finished(study))
+    assert any(t.user_attrs.get("retry_of") == stopped.number for t in finished(study))
+
+
+def test_sqlite_url_storage_and_bad_inputs(flux, user_dir, tmp_path):
+    b, s, reference, _ = flux
+    url = f"sqlite:///{tmp_path / 'anchor.db'}"
+    anchor, summary = A.anchor_search(b.patcher, s, reference, seeds=[0], budget=2, trials=2, storage=url)
+    assert summary["storage"] == url and anchor.budget == 2 and (tmp_path / "anchor.db").is_file()
+    with pytest.raises(ValueError, match="OTCache Anchor Search: .*below the reference"):
+        A.AnchorSearch.execute(b.patcher, b.positive, b.negative, s.latent, 0, N, 1.0, "euler", "simple", 1.0,
+                               reference, anchor_budget=5, trials=2)
+    with pytest.raises(ValueError, match="OTCache Anchor Search: .*no folders"):
+        A.AnchorSearch.execute(b.patcher, b.positive, b.negative, s.latent, 0, N, 1.0, "euler", "simple", 1.0,
+                               reference, anchor_budget=3, trials=2, storage="../../etc/x")
+    assert A.default_anchor_budget(50) == 10 and A.default_anchor_budget(28) == 6
+
+
+def test_conditioning_changes_the_study(flux):
+    b, s, _, _ = flux
+    assert A.conditioning_id(b.positive, b.negative) == A.conditioning_id(b.positive, b.negative)
+    other = [[b.positive[0][0] * 1.01, b.positive[0][1]]]
+    assert A.conditioning_id(other, b.negative) != A.conditioning_id(b.positive, b.negative)
+    assert math.isfinite(float(b.positive[0][0].sum()))
+
+
+def test_my_nodes_are_registered_with_valid_schemas():
+    from otcache_pack.nodes import NODE_CLASSES
+    from otcache_pack.nodes.schedule_nodes import LoadSchedule, SaveSchedule
+    ids = {}
+    for cls in (C.Calibrate, A.AnchorSearch, SaveSchedule, LoadSchedule):
+        assert cls in NODE_CLASSES
+        cls.GET_SCHEMA()                    # ComfyUI's own validation (unique ids, types)
+        schema = cls.define_schema()
+        ids[schema.node_id] = schema
+        assert schema.category == "OTCache"
+    assert set(ids) == {"OTCacheCalibrate", "OTCacheAnchorSearch", "OTCacheSaveSchedule", "OTCacheLoadSchedule"}
+    assert ids["OTCacheSaveSchedule"].is_output_node
+    ksampler = ["model", "positive", "negative", "latent_image", "seed", "steps", "cfg", "sampler_name",
+                "scheduler", "denoise"]
+    for node in ("OTCacheCalibrate", "OTCacheAnchorSearch"):
+        assert [i.id for i in ids[node].inputs][:10] == ksampler
+    required = C.Calibrate.INPUT_TYPES()["required"]
+    assert "N=28" in required["error_mode"][1]["tooltip"]
