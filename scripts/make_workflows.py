@@ -22,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,7 @@ class Workflow:
         self.groups: list[dict] = []
 
     # --- nodes -----------------------------------------------------------------------------------
-    def add(self, type_: str, pos: tuple[float, float], title: str | None = None, width: float | None = None,
+    def add(self, type_: str, pos: tuple[float, float], title: str | None = None, node_width: float | None = None,
             **widgets: Any) -> Node:
         if type_ not in self.info:
             raise SystemExit(f"node type {type_!r} is not known to this ComfyUI (is the pack installed and up to date?)")
@@ -147,7 +148,7 @@ class Workflow:
         n_widgets = len(values)
         rows = max(len(node.inputs), len(node.outputs))
         h = TITLE_H // 2 + rows * SLOT_H + n_widgets * WIDGET_H + PLOT_H.get(type_, 0) + 10
-        node.size = (width or (360 if type_.startswith("OTCache") else 320), h)
+        node.size = (node_width or (360 if type_.startswith("OTCache") else 320), h)
         if type_.startswith("OTCache"):
             node.color, node.bgcolor = "#1d3a4a", "#16303d"
         self.nodes.append(node)
@@ -197,7 +198,7 @@ class Workflow:
                             "color": color, "font_size": 22, "flags": {}})
 
     # --- output ------------------------------------------------------------------------------------
-    def to_json(self) -> dict:
+    def to_json(self, name: str = "otcache-workflow") -> dict:
         order = self._order()
         nodes = []
         for n in self.nodes:
@@ -213,7 +214,7 @@ class Workflow:
             if n.color:
                 d["color"], d["bgcolor"] = n.color, n.bgcolor
             nodes.append(d)
-        return {"id": None, "revision": 0, "last_node_id": len(self.nodes), "last_link_id": len(self.links),
+        return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"comfyui-otcache/{name}")), "revision": 0, "last_node_id": len(self.nodes), "last_link_id": len(self.links),
                 "nodes": nodes, "links": [list(l) for l in self.links], "groups": self.groups, "config": {},
                 "extra": {"ds": {"scale": 0.65, "offset": [60, 80]}}, "version": 0.4}
 
@@ -267,7 +268,7 @@ def otcache_stage(wf: Workflow, x: float, y: float, model, positive, negative, l
         for name in ("speedup", "target_speedup"):
             if _has_widget(wf.info, "OTCacheApply", name):
                 apply_widgets[name] = speedup
-    app = wf.add("OTCacheApply", (x + 420, y + 120), title=f"3. OTCache Apply{tag}", width=400, **apply_widgets)
+    app = wf.add("OTCacheApply", (x + 420, y + 120), title=f"3. OTCache Apply{tag}", node_width=400, **apply_widgets)
     wf.wire(app, {"model": model, "MODEL": model, "reference": (cal, ref_out), "anchor": (anc, anc_out)})
     if "OTCacheSaveSchedule" in wf.info:
         yy = y + cal.size[1] + anc.size[1] + 170
@@ -350,7 +351,7 @@ def flux1_dev(info: dict) -> dict:
     wf.wire(ks, {"model": (app, 0), "positive": (guid, 0), "negative": (neg, 0), "latent_image": (lat, 0)})
     dec = wf.add("VAEDecode", (2080, 0))
     wf.wire(dec, {"samples": (ks, 0), "vae": (vae, 0)})
-    save = wf.add("SaveImage", (2080, 120), filename_prefix="otcache/flux1-dev", width=420)
+    save = wf.add("SaveImage", (2080, 120), filename_prefix="otcache/flux1-dev", node_width=420)
     wf.link(dec, "IMAGE", save, "images")
     return wf.to_json()
 
@@ -383,7 +384,7 @@ def qwen_image(info: dict) -> dict:
     wf.wire(ks, {"model": (app, 0), "positive": (pos, 0), "negative": (neg, 0), "latent_image": (lat, 0)})
     dec = wf.add("VAEDecode", (2080, 0))
     wf.wire(dec, {"samples": (ks, 0), "vae": (vae, 0)})
-    save = wf.add("SaveImage", (2080, 120), filename_prefix="otcache/qwen-image", width=420)
+    save = wf.add("SaveImage", (2080, 120), filename_prefix="otcache/qwen-image", node_width=420)
     wf.link(dec, "IMAGE", save, "images")
     return wf.to_json()
 
@@ -483,7 +484,7 @@ def wan22(info: dict) -> dict:
     applied = []
     for k, (expert, fname) in enumerate((("high noise", "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"),
                                          ("low noise", "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"))):
-        y = k * 1300
+        y = k * 1750
         unet = wf.add("UNETLoader", (40, y), title=f"Wan 2.2 {expert} expert", unet_name=fname,
                       weight_dtype="default")
         shift = wf.add("ModelSamplingSD3", (40, y + 150), shift=8.0)
@@ -499,13 +500,13 @@ def wan22(info: dict) -> dict:
                 steps=steps, cfg=3.5, sampler_name="euler", scheduler="simple", start_at_step=0,
                 end_at_step=split, return_with_leftover_noise="enable")
     wf.wire(hi, {"model": (applied[0], 0), "positive": (pos, 0), "negative": (neg, 0), "latent_image": (lat, 0)})
-    lo = wf.add("KSamplerAdvanced", (1700, 1300), title="KSampler (low noise)", add_noise="disable", noise_seed=42,
+    lo = wf.add("KSamplerAdvanced", (1700, 1750), title="KSampler (low noise)", add_noise="disable", noise_seed=42,
                 steps=steps, cfg=3.5, sampler_name="euler", scheduler="simple", start_at_step=split,
                 end_at_step=10000, return_with_leftover_noise="disable")
     wf.wire(lo, {"model": (applied[1], 0), "positive": (pos, 0), "negative": (neg, 0), "latent_image": (hi, 0)})
-    dec = wf.add("VAEDecode", (2080, 1300))
+    dec = wf.add("VAEDecode", (2080, 1750))
     wf.wire(dec, {"samples": (lo, 0), "vae": (vae, 0)})
-    _save_video(wf, (dec, 0), (2080, 1420), "otcache/wan2.2", 16.0)
+    _save_video(wf, (dec, 0), (2080, 1870), "otcache/wan2.2", 16.0)
     return wf.to_json()
 
 
@@ -526,7 +527,7 @@ def apply_saved(info: dict) -> dict:
     vae = wf.add("VAELoader", (40, 330), vae_name="ae.safetensors")
     load_ref = _load_schedule(wf, (420, 0), "preset:flux1-dev/reference", "Reference schedule")
     load_anc = _load_schedule(wf, (420, load_ref.size[1] + 60), "preset:flux1-dev/anchor", "Anchor schedule")
-    app = wf.add("OTCacheApply", (820, 0), title="OTCache Apply", width=420,
+    app = wf.add("OTCacheApply", (820, 0), title="OTCache Apply", node_width=420,
                  **({"speedup": 3.0} if _has_widget(info, "OTCacheApply", "speedup") else {}))
     wf.wire(app, {"model": (unet, 0), "MODEL": (unet, 0), "reference": (load_ref, _schedule_output(load_ref)),
                   "anchor": (load_anc, _schedule_output(load_anc))})
@@ -543,7 +544,7 @@ def apply_saved(info: dict) -> dict:
     wf.wire(ks, {"model": (app, 0), "positive": (guid, 0), "negative": (neg, 0), "latent_image": (lat, 0)})
     dec = wf.add("VAEDecode", (1660, 0))
     wf.wire(dec, {"samples": (ks, 0), "vae": (vae, 0)})
-    save = wf.add("SaveImage", (1660, 120), filename_prefix="otcache/saved-schedule", width=420)
+    save = wf.add("SaveImage", (1660, 120), filename_prefix="otcache/saved-schedule", node_width=420)
     wf.link(dec, "IMAGE", save, "images")
     return wf.to_json()
 
@@ -563,7 +564,7 @@ def tiny_test_workflow(info: dict, model_name: str, reference: str, anchor: str,
     neg = wf.add("OTCacheTestConditioning", (40, 330), family="wan", seed=2, tokens=8)
     load_ref = _load_schedule(wf, (420, 0), reference, "Reference schedule")
     load_anc = _load_schedule(wf, (420, load_ref.size[1] + 60), anchor, "Anchor schedule")
-    app = wf.add("OTCacheApply", (820, 0), title="OTCache Apply", width=420,
+    app = wf.add("OTCacheApply", (820, 0), title="OTCache Apply", node_width=420,
                  **({"speedup": speedup} if _has_widget(info, "OTCacheApply", "speedup") else {}))
     wf.wire(app, {"model": (unet, 0), "MODEL": (unet, 0), "reference": (load_ref, _schedule_output(load_ref)),
                   "anchor": (load_anc, _schedule_output(load_anc))})
@@ -587,7 +588,12 @@ WORKFLOWS = {
 
 
 def build_all(info: dict) -> dict[str, dict]:
-    return {name: fn(info) for name, fn in WORKFLOWS.items()}
+    out = {}
+    for name, fn in WORKFLOWS.items():
+        wf = fn(info)
+        wf["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"comfyui-otcache/{name}"))  # stable across regenerations
+        out[name] = wf
+    return out
 
 
 def dumps(wf: dict) -> str:

@@ -244,12 +244,13 @@ class Plot {
 }
 
 function relabel(node, payload) {
-  // A node that outputs one schedule names its row after its output ("reference", "anchor", "schedule").
-  if (!payload?.rows?.length || payload.rows.length !== 1) return payload;
+  // A node that outputs one schedule shows that schedule, its row named after the output ("reference",
+  // "anchor", "schedule"). A preview of a Load Schedule selection comes back as [input, in use]: keep the last.
+  if (!payload?.rows?.length) return payload;
+  if (payload.rows.length > 2 || (payload.rows.length === 2 && payload.rows[1].label !== "in use")) return payload;
   const out = node.outputs?.find((o) => o?.type === SCHEDULE_TYPE);
-  const label = out?.label || out?.localized_name || out?.name;
-  if (!label) return payload;
-  return { ...payload, rows: [{ ...payload.rows[0], label }] };
+  const label = out?.label || out?.localized_name || out?.name || payload.rows.at(-1).label;
+  return { ...payload, rows: [{ ...payload.rows.at(-1), label }] };
 }
 
 /** Turn a UI output into a plot payload; accepts the pack's payload or a bare schedule object. */
