@@ -129,3 +129,23 @@ def test_workflow_through_prompt_succeeds_and_ui_carries_the_schedule(server, in
     # the sampler ran to the end and wrote its latent
     saved = list((server.base_dir / "output").glob("otcache_server_test*.latent"))
     assert saved, "SaveLatent wrote nothing"
+
+
+def test_committed_workflows_are_what_the_generator_makes_from_this_server(info):
+    """workflows/ and example_workflows/ match the node definitions of the running ComfyUI exactly."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    sys.path.insert(0, str(root / "scripts"))
+    try:
+        import make_workflows
+    finally:
+        sys.path.remove(str(root / "scripts"))
+    built = make_workflows.build_all(info)
+    for folder in ("workflows", "example_workflows"):
+        on_disk = {p.name: json.loads(p.read_text()) for p in (root / folder).glob("*.json")}
+        assert sorted(on_disk) == sorted(built), folder
+        for name, wf in built.items():
+            assert on_disk[name] == json.loads(make_workflows.dumps(wf)), (
+                f"{folder}/{name} is out of date: run python scripts/make_workflows.py --comfy <ComfyUI>")
