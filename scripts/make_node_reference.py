@@ -81,7 +81,7 @@ def node_reference(info: dict) -> str:
         outputs = spec.get("output") or []
         names = spec.get("output_name") or outputs
         tips = spec.get("output_tooltips") or [None] * len(outputs)
-        shown = ", ".join(f"`{n}` ({t})" + (f": {_cell(tip)}" if tip else "") for n, t, tip in zip(names, outputs, tips))
+        shown = ", ".join(f"`{n}` ({t})" + (f": {_cell(tip).rstrip('.')}" if tip else "") for n, t, tip in zip(names, outputs, tips))
         out.append(f"\nOutputs: {shown or 'none'}.\n")
     return "\n".join(out).strip() + "\n"
 
