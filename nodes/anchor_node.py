@@ -143,7 +143,8 @@ def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds:
     if k >= ref_k:
         raise OTCacheError(f"anchor budget {k} must be below the reference's {ref_k} computed steps "
                            f"(the anchor is the extreme low end); lower it or use a richer reference")
-    metric = metric or perceptual_metric(has_decoder=vae is not None)
+    metric = metric or perceptual_metric(has_decoder=vae is not None,
+                                         device=comfy.model_management.get_torch_device())
     key = model_hash(base)
     prov = run_provenance(base, steps=n, sampler=s.sampler_name, scheduler=s.scheduler,
                           latent_shape=s.latent_shape, sigmas=sigmas.tolist(), cfg=s.cfg, denoise=s.denoise)

@@ -65,12 +65,19 @@ def weights_hash(dm: torch.nn.Module, originals: Mapping[str, torch.Tensor] | No
     for k in keys:
         t = state[k]
         h.update(f"{k}:{tuple(getattr(t, 'shape', ()))}:{getattr(t, 'dtype', '')};".encode())
-    small = [k for k in keys if getattr(state[k], "ndim", 0) == 1] or keys
-    if small:
-        step = max(1, len(small) // _SAMPLED_TENSORS)
-        for k in small[::step][:_SAMPLED_TENSORS] + [small[-1]]:
-            h.update(_sample_values((originals or {}).get(k, state[k])))
+    for k in sampled_keys(state):
+        h.update(_sample_values((originals or {}).get(k, state[k])))
     return h.hexdigest()
+
+
+def sampled_keys(state: Mapping[str, Any]) -> list[str]:
+    """The few tensors whose values are hashed: evenly spread over the sorted 1-D tensors, plus the last."""
+    keys = sorted(state)
+    small = [k for k in keys if getattr(state[k], "ndim", 0) == 1] or keys
+    if not small:
+        return []
+    step = max(1, len(small) // _SAMPLED_TENSORS)
+    return list(dict.fromkeys(small[::step][:_SAMPLED_TENSORS] + [small[-1]]))
 
 
 def _originals(model: Any) -> dict[str, torch.Tensor]:
