@@ -1,8 +1,9 @@
 """Pure tests of the pack's ComfyUI-free modules (presets, plot payload, preview route, packaging).
 
-``nodes/__init__.py`` imports the node classes, which need ComfyUI; these tests must run without it. So,
-unless a host test already imported the real package, ``otcache_pack.nodes`` is registered as a bare
-package (its ``__init__`` not executed): the modules under test use only the engine and relative imports.
+``nodes/__init__.py`` imports the node classes, which need ComfyUI; these tests must run without it and
+must not disturb host tests that import the real ``otcache_pack.nodes``. So the repository is registered a
+second time, as the bare packages ``otcache_pure`` and ``otcache_pure.nodes`` (no ``__init__`` executed):
+the modules under test use only the engine and relative imports, and get their own module objects here.
 """
 from __future__ import annotations
 
@@ -10,11 +11,16 @@ import sys
 import types
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[2]
 
-NODES_DIR = Path(__file__).resolve().parents[2] / "nodes"
 
-if "otcache_pack.nodes" not in sys.modules:
-    pkg = types.ModuleType("otcache_pack.nodes")
-    pkg.__path__ = [str(NODES_DIR)]
-    pkg.__package__ = "otcache_pack.nodes"
-    sys.modules["otcache_pack.nodes"] = pkg
+def _bare(name: str, path: Path) -> None:
+    if name not in sys.modules:
+        pkg = types.ModuleType(name)
+        pkg.__path__ = [str(path)]
+        pkg.__package__ = name
+        sys.modules[name] = pkg
+
+
+_bare("otcache_pure", ROOT)
+_bare("otcache_pure.nodes", ROOT / "nodes")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from otcache_pack.nodes import presets
-from otcache_pack.otcache_engine import ScheduleError, schedule_io
+from otcache_pure.nodes import presets
+from otcache_pure.otcache_engine import ScheduleError, schedule_io
 
 ROOT = Path(__file__).resolve().parents[2]
 

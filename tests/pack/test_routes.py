@@ -9,7 +9,7 @@ import pytest
 web = pytest.importorskip("aiohttp.web", reason="aiohttp (a ComfyUI requirement) is not installed")
 from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 
-from otcache_pack.nodes import presets, routes  # noqa: E402
+from otcache_pure.nodes import presets, routes  # noqa: E402
 
 
 class FakePromptServer:
