@@ -60,6 +60,7 @@ try {
     result.workflows[file] = await page.evaluate(checkWorkflow, wf);
   }
 
+  if (plan.sigma) result.sigma = await page.evaluate(drawWithSigmas, plan.sigma.module);
   if (plan.plot) result.plot = await movePlot(page, JSON.parse(readFileSync(plan.plot.workflow, "utf8")), plan.plot.values);
   if (plan.run) result.run = await runWorkflow(page, JSON.parse(readFileSync(plan.run.workflow, "utf8")));
   if (plan.screenshot && result.run?.nodeId != null) result.screenshot = await shoot(page, result.run.nodeId, plan.screenshot);
@@ -108,6 +109,31 @@ async function checkWorkflow(wf) {
     out.error = String(e?.stack || e);
   }
   return out;
+}
+
+async function drawWithSigmas(modulePath) {
+  // The drawing module alone, on a detached canvas: a payload with a sigma grid gets the sigma curve.
+  const { draw, layout, COLORS } = await import(modulePath);
+  const n = 20;
+  const sigmas = Array.from({ length: n + 1 }, (_, i) => (i === n ? 0 : Math.pow(1 - i / n, 2)));
+  const payload = { num_steps: n, budget: 8, speedup: 2.5, sigmas, note: "", warnings: [],
+    rows: [{ label: "interpolated", num_steps: n, compute_steps: [0, 1, 2, 4, 7, 11, 15, 19], budget: 8 }] };
+  const canvas = document.createElement("canvas");
+  canvas.style.cssText = "position:fixed;left:0;top:0;width:360px;height:170px";
+  document.body.appendChild(canvas);
+  const summary = draw(canvas, { status: "ready", payload });
+  const L = layout(payload, 360, 170);
+  const ctx = canvas.getContext("2d");
+  const dpr = canvas.width / 360;
+  const hex = COLORS.sigma.replace("#", "");
+  const want = [0, 2, 4].map((i) => parseInt(hex.slice(i, i + 2), 16));
+  const band = ctx.getImageData(Math.round(L.cells.x0 * dpr), Math.round(L.sigma.y * dpr),
+    Math.round(L.cells.width * dpr), Math.round(L.sigma.h * dpr)).data;
+  let curve = 0;
+  for (let i = 0; i < band.length; i += 4)
+    if (Math.abs(band[i] - want[0]) < 40 && Math.abs(band[i + 1] - want[1]) < 40 && Math.abs(band[i + 2] - want[2]) < 40) curve++;
+  canvas.remove();
+  return { summary, hasBand: !!L.sigma, curvePixels: curve };
 }
 
 async function waitPlot(page, predicateSrc, arg) {

@@ -67,7 +67,8 @@ def browser_result(server, tmp_path_factory):
     shot = tmp / "plot.png"
     plan = {"url": server.url, "workflows": examples + [str(tiny_path)],
             "plot": {"workflow": str(tiny_path), "values": list(SPEEDUPS)},
-            "run": {"workflow": str(tiny_path)}, "screenshot": str(shot)}
+            "run": {"workflow": str(tiny_path)}, "screenshot": str(shot),
+            "sigma": {"module": f"/extensions/{comfy_server.PACK_DIR_NAME}/otcache_plot.js"}}
     plan_path = tmp / "plan.json"
     plan_path.write_text(json.dumps(plan))
     proc = subprocess.run(["node", str(HERE / "run_browser.mjs"), str(plan_path)], cwd=HERE, capture_output=True,
@@ -118,6 +119,12 @@ def test_moving_the_budget_redraws_the_plot_from_the_server(browser_result, serv
         status, p = server.post("/api/otcache/preview", {"reference": REF, "anchor": ANC, "speedup": speedup})
         assert status == 200 and p["compute_steps"] == after["steps"]  # drawn = what the server computes
     assert plot["emptyState"]["status"] == "empty"
+
+
+def test_a_schedule_with_its_sigma_grid_gets_the_sigma_curve(browser_result):
+    sig = browser_result["sigma"]
+    assert sig["hasBand"] and sig["summary"]["status"] == "ready" and sig["summary"]["rows"][0]["computed"] == 8
+    assert sig["curvePixels"] > 50  # the curve is drawn in its band
 
 
 def test_after_a_run_the_plot_shows_the_executed_schedule(browser_result, server):
