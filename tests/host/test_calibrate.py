@@ -156,3 +156,14 @@ def test_cost_helpers_match_the_design_tables():
     assert C.calls_per_seed(50, 7, "hybrid") == 50 + 1176
     assert C.calls_per_seed(50, 7, "global") == 50 + 6356       # algorithms §2.5 table, L = 7
     assert "N=28" in C.ERROR_MODE_TOOLTIP and "N=50" in C.ERROR_MODE_TOOLTIP
+
+
+def test_a_model_that_already_carries_otcache_is_calibrated_uncached(bundles):
+    b = bundles["wan21"]
+    s = settings(b, 8)
+    plain_ref, plain = C.calibrate(b.patcher, s, [0], mode="local", max_gap=3, budget=4)
+    cached = cached_model(b.patcher, uniform_k(8, 4))
+    ref, data = C.calibrate(cached, s, [0], mode="local", max_gap=3, budget=4)
+    assert ref.compute_steps == plain_ref.compute_steps
+    assert torch.equal(data.runs[0].latents, plain.runs[0].latents)   # no step was skipped while recording
+    assert "otcache" in cached.model_options["transformer_options"]     # and the input keeps its OTCache
