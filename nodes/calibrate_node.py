@@ -290,6 +290,7 @@ def calibrate(model: Any, s: SamplerSettings, seeds: list[int], mode: str = "loc
                 "model_calls": total, "budget": k_ref}
     reference = reference_schedule(weights, k_ref, max_gap=gap, objective=objective, sigmas=sigmas.tolist(),
                                    kind="reference", provenance={**prov, "source": "calibrate", "error_mode": mode,
+                                                                 "metric": f"{mode} edge error (relative L1)",
                                                                  "seeds": list(seeds), "calibration_id": cal_id,
                                                                  "created": _now()})
     reference = reference.with_provenance(**quality(runs, reference))

@@ -72,6 +72,7 @@ def test_reference_has_the_asked_budget_and_beats_uniform(bundles, family, progr
     p = ref.provenance
     assert p["model_family"] == ("flux" if family == "flux" else "wan") and len(p["model_hash"]) == 16
     assert (p["steps"], p["sampler"], p["scheduler"], p["error_mode"]) == (12, "euler", "simple", "local")
+    assert p["budget"] == 5 and p["resolution"] and p["sigma_grid"] and p["metric"].startswith("local")
     assert progress_events[-1] == (12, 12) and [v for v, _ in progress_events] == sorted(v for v, _ in progress_events)
 
 
