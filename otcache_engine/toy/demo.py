@@ -59,10 +59,10 @@ def run(args: argparse.Namespace) -> int:
     say(f"4/5 OT interpolation to K={budgets}")
 
     say(f"5/5 cached sampling of {len(held_out)} held-out pairs (classes/seeds unseen in calibration)")
-    full = run_full(toy, held_out)
+    full = run_full(toy, held_out, repeats=2)
     rows, grids = [], [("uncached", full.x)]
     for k, s in schedules.items():
-        out = run_schedule(toy, held_out, s)
+        out = run_schedule(toy, held_out, s, repeats=2)
         sc = scorer(out.x, full.x)
         rows.append(Row(f"OTCache K={k}", out.block_runs, n / out.block_runs, full.seconds / out.seconds,
                         sc["psnr"], sc["ssim"], sc["lpips"]))
@@ -74,6 +74,11 @@ def run(args: argparse.Namespace) -> int:
           f"({args.trials} Optuna trials, {name}), {len(held_out)} held-out pairs; uncached run "
           f"{full.seconds:.2f} s")
     print(table)
+    width = max([6] + [len(f"K={k}") for k in schedules])
+    print(f"{'ref':<{width}}  {reference.mask_string()}  (leximax graph, K={k_ref})")
+    for k, s in schedules.items():
+        print(f"{f'K={k}':<{width}}  {s.mask_string()}")
+    print(f"{'anchor':<{width}}  {anchor.mask_string()}  (Optuna, K={k_anc})")
     if scorer.lpips is None:
         print(f"LPIPS n/a: {scorer.lpips_reason}")
     png = _write_outputs(args.out, reference, anchor, schedules, grids, rows, n)

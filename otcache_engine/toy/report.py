@@ -78,19 +78,30 @@ def figure_to_array(fig: Any) -> np.ndarray:
     return np.asarray(Image.open(buf).convert("RGB"))
 
 
+def _font(size: int):
+    from PIL import ImageFont
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:                      # Pillow < 10.1: fixed-size bitmap font
+        return ImageFont.load_default()
+
+
 def labelled_grid(rows: Sequence[tuple[str, torch.Tensor]], scale: int = 3) -> np.ndarray:
     """One labelled row of samples per configuration (label on the left), as an RGB array."""
     from PIL import Image, ImageDraw
-    strips = [np.asarray(Image.fromarray(tile(to_uint8(x), 1)).resize(
-        (tile(to_uint8(x), 1).shape[1] * scale, tile(to_uint8(x), 1).shape[0] * scale), Image.NEAREST))
-        for _, x in rows]
-    label_w = 9 * max(len(name) for name, _ in rows) + 12
+    font = _font(15)
+    strips = []
+    for _, x in rows:
+        strip = tile(to_uint8(x), 1)
+        strips.append(np.asarray(Image.fromarray(strip).resize((strip.shape[1] * scale, strip.shape[0] * scale),
+                                                               Image.NEAREST)))
+    label_w = int(max(font.getlength(name) for name, _ in rows)) + 16
     h, w = strips[0].shape[:2]
     canvas = Image.new("RGB", (label_w + w, h * len(rows)), "white")
     draw = ImageDraw.Draw(canvas)
     for i, ((name, _), strip) in enumerate(zip(rows, strips)):
         canvas.paste(Image.fromarray(strip), (label_w, i * h))
-        draw.text((6, i * h + h // 2 - 6), name, fill=(0, 0, 0))
+        draw.text((label_w - 8, i * h + h // 2), name, fill=(0, 0, 0), font=font, anchor="rm")
     return np.asarray(canvas)
 
 
