@@ -117,9 +117,12 @@ def _with_residual(run: Any, args: dict, call: CallState) -> dict:
     if run.joint_order == IMG_ONLY and x.shape == r.shape:
         new = x + r
     else:
+        # The joint stream was made by the model's own torch.cat on this call and is referenced
+        # nowhere else (every block passed it through), so adding in place saves a full copy.
         length = r.shape[1]
         a = image_start(run, args, x.shape[1], length)
-        new = torch.cat((x[:, :a], x[:, a:a + length] + r, x[:, a + length:]), dim=1)
+        x[:, a:a + length] += r
+        new = x
     out = {"img": new}
     if "txt" in args:
         out["txt"] = args["txt"]

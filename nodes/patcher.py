@@ -149,7 +149,13 @@ def refuse_compiled(model_options: Mapping[str, Any], wrappers: Mapping[str, Any
                            "would freeze its per-step decisions); remove TorchCompileModel or OTCache Apply")
 
 
-def _remove_previous(m: Any) -> None:
+def remove_otcache(m: Any) -> None:
+    """Take OTCache off ``m`` in place (call it on a clone): wrappers, block patches and config go,
+    whatever our patches wrapped stays. For nodes that must sample a connected model uncached."""
+    _remove_previous(m, quiet=True)
+
+
+def _remove_previous(m: Any, quiet: bool = False) -> None:
     """Take off an earlier OTCache Apply's wrappers and block patches, keeping what they wrapped."""
     import comfy.patcher_extension as pe
 
@@ -173,7 +179,8 @@ def _remove_previous(m: Any) -> None:
     pr["dit"] = dit
     to["patches_replace"] = pr
     m.model_options["transformer_options"] = to
-    log.info("OTCache Apply: this model already had OTCache; the new settings replace the old ones")
+    if not quiet:
+        log.info("OTCache Apply: this model already had OTCache; the new settings replace the old ones")
 
 
 def _add_wrappers(m: Any, generic: bool) -> None:
@@ -471,5 +478,5 @@ def patched_config(model: Any) -> OTCacheConfig | None:
     return cfg if isinstance(cfg, OTCacheConfig) else None
 
 
-__all__ = ["patch_model", "cached_model", "PatchOptions", "ScheduleSource", "OTCacheConfig", "patched_config",
+__all__ = ["patch_model", "cached_model", "remove_otcache", "PatchOptions", "ScheduleSource", "OTCacheConfig", "patched_config",
            "refuse_compiled", "CONFIG_KEY", "RUN_KEY"]

@@ -121,3 +121,17 @@ def test_torch_compile_is_refused_with_a_clear_message(batched_cfg):
     set_torch_compile_wrapper(model=late, backend="inductor")
     with pytest.raises(OTCacheError, match="TorchCompileModel"):
         run(late, b, N)
+
+
+@pytest.mark.parametrize("family", ["flux", "wan21"])
+def test_remove_otcache_restores_what_was_wrapped(family, batched_cfg):
+    from otcache_pack.nodes.patcher import patched_config, remove_otcache
+
+    b = bundle(family)
+    foreign = with_foreign(b.patcher, [])
+    m = patched(foreign, SCHED).clone()
+    remove_otcache(m)
+    assert patched_config(m) is None
+    out, probe = probed_run(m, b, N)
+    assert probe.block_runs == N
+    assert torch.allclose(out, run(foreign, b, N), atol=1e-6, rtol=0)

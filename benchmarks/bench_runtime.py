@@ -1,0 +1,163 @@
+"""Wall-clock speed-up of OTCache Apply on the real ComfyUI, per model family (prints a table).
+
+For each family a seeded model of the harness's "bench" size (hidden 512, 8 blocks per list, 32x32 latent) is
+sampled with ComfyUI's own sampler, unpatched and patched:
+
+- ``N/K = 2, 3, 4``: uniform schedules with K = N/2, N/3, N/4 computed steps; realised speed-up
+  T_unpatched / T_cached, and its ratio to N/K (1.0 = the skipped steps cost nothing);
+- overhead on computed steps: patched with K = N and the cache machinery forced on (every step computes and
+  stores its residual) against the unpatched model.
+
+All configurations of a family run interleaved, ``--repeats`` times, in a rotating order. Every figure uses
+the *fastest* repeat of each configuration (as ``timeit`` does): on a shared machine other processes only
+ever add time, so the minimum is the least disturbed measurement; the median is printed alongside.
+
+Run:  .venv/bin/python benchmarks/bench_runtime.py [--families flux wan21] [--steps 12] [--repeats 5]
+      (COMFYUI_PATH=... to pick the ComfyUI checkout, as for the host tests)
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "host"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import conftest  # noqa: E402,F401  (registers the pack as ``otcache_pack``)
+import comfy_host  # noqa: E402
+
+comfy_host.ensure_comfy_importable()
+
+import torch  # noqa: E402
+
+import sampling  # noqa: E402
+import tiny_models as tm  # noqa: E402
+from otcache_pack.nodes.patcher import PatchOptions, patch_model  # noqa: E402
+from otcache_pack.otcache_engine import Schedule  # noqa: E402
+
+SPEEDUPS = (2, 3, 4)
+
+
+def uniform(n: int, k: int) -> Schedule:
+    step = (n - 1) / (k - 1)
+    return Schedule(n, tuple(int(round(i * step)) for i in range(k)))
+
+
+class EvalClock:
+    """Wall time of every model evaluation (PREDICT_NOISE wrapper), to split a run into its step costs."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def attach(self, model):
+        import comfy.patcher_extension as pe
+
+        m = model.clone()
+
+        def wrapper(executor, *a, **k):
+            t0 = time.perf_counter()
+            out = executor(*a, **k)
+            self.times.append(time.perf_counter() - t0)
+            return out
+
+        m.add_wrapper_with_key(pe.WrappersMP.PREDICT_NOISE, "otcache_bench_clock", wrapper)
+        return m
+
+
+def timed(model, b, steps: int, cfg: float, clock: EvalClock) -> tuple[float, list[float]]:
+    clock.times.clear()
+    t0 = time.perf_counter()
+    sampling.run_sampler(model, b, steps, cfg)
+    return time.perf_counter() - t0, list(clock.times)
+
+
+def bench_size(hidden: int, depth: int) -> str:
+    """The harness's "bench" size, or a wider/deeper variant registered under its own name (this run only)."""
+    base = tm.SIZES["bench"]
+    if (hidden or base.hidden) == base.hidden and (depth or base.depth) == base.depth:
+        return "bench"
+    name = f"bench-h{hidden or base.hidden}-d{depth or base.depth}"
+    tm.SIZES[name] = dataclasses.replace(base, hidden=hidden or base.hidden, depth=depth or base.depth)
+    return name
+
+
+def bench_family(family: str, steps: int, repeats: int, cfg: float, reuse: str, size: str = "bench") -> dict:
+    b = tm.build(family, size)
+    clock = EvalClock()
+    schedules = {f"x{s}": uniform(steps, steps // s) for s in SPEEDUPS}
+    models = {"unpatched": clock.attach(b.patcher),
+              "on": clock.attach(patch_model(b.patcher, Schedule.full(steps),
+                                             PatchOptions(reuse=reuse, always_on=True)))}
+    for name, sched in schedules.items():
+        models[name] = clock.attach(patch_model(b.patcher, sched, PatchOptions(reuse=reuse)))
+    names = list(models)
+    with sampling.forced_batched_cfg():
+        for m in models.values():                        # warm-up: kernels, allocator, model loading
+            timed(m, b, steps, cfg, clock)
+        rounds = []
+        for i in range(repeats):
+            order = names[i % len(names):] + names[:i % len(names)]   # rotate so no config is always first
+            rounds.append({name: timed(models[name], b, steps, cfg, clock) for name in order})
+    best = {name: min(r[name][0] for r in rounds) for name in names}
+    med = {name: statistics.median(r[name][0] for r in rounds) for name in names}
+    out = {"family": family, "t_step": best["unpatched"] / steps,
+           "overhead": best["on"] / best["unpatched"] - 1.0,
+           "overhead_med": med["on"] / med["unpatched"] - 1.0}
+    # per-evaluation view: what one computed / reused step costs, fastest evaluation of each kind
+    full = [t for r in rounds for t in r["unpatched"][1]]
+    on = [t for r in rounds for t in r["on"][1]]
+    mask = schedules["x4"].mask
+    reused = [t for r in rounds for t, c in zip(r["x4"][1], mask) if not c]
+    out["eval_overhead"] = min(on) / min(full) - 1.0
+    out["reuse_cost"] = min(reused) / min(full)
+    for s in SPEEDUPS:
+        out[f"x{s}"] = best["unpatched"] / best[f"x{s}"]
+        out[f"r{s}"] = out[f"x{s}"] / s
+        out[f"m{s}"] = med["unpatched"] / med[f"x{s}"] / s
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--families", nargs="+", default=["flux", "chroma", "qwen_image", "hunyuan_video", "wan21",
+                                                     "ltxv", "lumina2"])
+    p.add_argument("--steps", type=int, default=12, help="N (a multiple of 12 keeps every N/K integral)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--cfg", type=float, default=3.0)
+    p.add_argument("--reuse", default="residual", choices=["residual", "output", "omnicache"])
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: on a shared machine OpenMP threads waiting for each other "
+                        "make every op several times slower and the figures meaningless; 0 = torch's default)")
+    p.add_argument("--hidden", type=int, default=0, help="model width (default: the harness's bench size, 512)")
+    p.add_argument("--depth", type=int, default=0, help="blocks per list (default: the bench size's 8)")
+    args = p.parse_args(argv)
+    logging.getLogger("otcache").setLevel(logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    size = bench_size(args.hidden, args.depth)
+    print(f"ComfyUI {comfy_host.ensure_comfy_importable()}, torch {torch.__version__}, {torch.get_num_threads()} "
+          f"threads; size {size} {tm.SIZES[size]}; N={args.steps}, cfg {args.cfg} (batched), reuse {args.reuse}, best (and median) of {args.repeats} interleaved repeats")
+    head = (f"{'family':<15}{'s/step':>8}" + "".join(f"{f'x@{s}':>7}{'ratio':>7}{'(med)':>7}" for s in SPEEDUPS)
+            + f"{'overhead':>10}{'(med)':>8}{'ovh/eval':>10}{'reuse/step':>11}")
+    print(head)
+    print("-" * len(head))
+    for family in args.families:
+        r = bench_family(family, args.steps, args.repeats, args.cfg, args.reuse, size)
+        cells = "".join(f"{r[f'x{s}']:>7.2f}{r[f'r{s}']:>7.3f}{r[f'm{s}']:>7.3f}" for s in SPEEDUPS)
+        print(f"{family:<15}{r['t_step']:>8.3f}{cells}{100 * r['overhead']:>9.2f}%{100 * r['overhead_med']:>7.2f}%"
+              f"{100 * r['eval_overhead']:>9.2f}%{100 * r['reuse_cost']:>10.1f}%", flush=True)
+    print("x@N/K: wall-clock speed-up over the unpatched model; ratio: speed-up / (N/K) (target >= 0.95);\n"
+          "overhead: K=N with caching forced on vs unpatched, whole runs (target <= 1%); ovh/eval: the same from\n"
+          "fastest evaluations; reuse/step: a reused step's cost relative to a computed one (embedders, output\n"
+          "head, sampler, our hooks), which bounds the ratio: ratio ~ 1 / (1 + (N/K - 1) * reuse/step)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
