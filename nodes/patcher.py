@@ -232,7 +232,12 @@ class RunState:
     # --- DIFFUSION_MODEL ---------------------------------------------------------
     def diffusion_call(self, executor: Any, args: tuple, kwargs: dict, to: dict) -> Any:
         s = self.session
-        d = s.decision or s.decide(_first_float(to.get("sigmas")))
+        d = s.decision
+        if d is None:  # a call outside a sampler evaluation: take the step from its own sigma
+            if to.get("sigmas") is None:
+                s.note_bypass("no sigma")
+                return executor(*args, **kwargs)
+            d = s.decide(_first_float(to["sigmas"]))
         self.dm_seen = True
         x = args[0] if args else kwargs.get("x")
         uuids = to.get("uuids")

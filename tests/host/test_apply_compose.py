@@ -135,3 +135,27 @@ def test_remove_otcache_restores_what_was_wrapped(family, batched_cfg):
     out, probe = probed_run(m, b, N)
     assert probe.block_runs == N
     assert torch.allclose(out, run(foreign, b, N), atol=1e-6, rtol=0)
+
+
+def test_context_windows_turn_caching_off_with_a_reason(batched_cfg, caplog):
+    """Context windows split one step into several calls on different latent windows with the same
+    streams: a per-stream cache cannot tell them apart, so the run goes uncached and says so."""
+    import inspect
+
+    import comfy.context_windows as cw
+    from comfy_extras.nodes_context_windows import ContextWindowsManualNode as Node
+
+    def windows(model):
+        kw = dict(model=model, context_length=1, context_overlap=0,
+                  context_schedule=cw.ContextSchedules.STATIC_STANDARD, context_stride=1, closed_loop=False,
+                  fuse_method=cw.ContextFuseMethods.PYRAMID, dim=2, freenoise=False)
+        params = inspect.signature(Node.execute).parameters
+        return Node.execute(**{k: v for k, v in kw.items() if k in params}).result[0]
+
+    b = bundle("wan21")
+    ref = run(windows(b.patcher), b, N)
+    with caplog.at_level(logging.INFO, logger="otcache"):
+        out, probe = probed_run(windows(patched(b.patcher, SCHED)), b, N)
+    assert probe.block_runs == probe.n_calls > N                  # several windows per step, all computed
+    assert torch.allclose(out, ref, atol=1e-6, rtol=0)
+    assert any("caching off: context windows" in r.getMessage() for r in caplog.records)
