@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from .families import IMG_FIRST, IMG_ONLY, TXT_FIRST
+from .families import IMG_ONLY, TXT_FIRST
 
 RUN_KEY = "otcache_run"
 MARK = "_otcache_token"

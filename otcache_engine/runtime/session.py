@@ -16,7 +16,6 @@ caching off entirely: the run is then bit-identical to an unpatched one.
 """
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from typing import Any, Hashable, NamedTuple, Sequence
 
@@ -25,7 +24,6 @@ import torch
 from .reuse import CacheEntry, ReuseOperator, make_reuse
 from .step_plan import StepPlan
 
-log = logging.getLogger("otcache")
 
 
 class Decision(NamedTuple):
