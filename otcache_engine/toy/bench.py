@@ -66,8 +66,7 @@ class Bench:
         self.reference = self.graph[self.budgets[0]]
         name, distance = objective_metric(self.scorer)
         self.metric = name
-        self.problem = method.AnchorProblem(toy, self.calib, torch.stack([r.final_latent for r in self.cal_runs]),
-                                            distance, name)
+        self.problem = method.AnchorProblem(toy, self.calib, self.cal_runs, distance, name, self.args.reuse)
         k_anc = self.budgets[-1]
         say(f"N={n}: anchor search at K={k_anc} ({self.args.trials} trials, {name})")
         self.anchor = method.search(self.problem, k_anc, self.args.trials, self.args.seed, reference=self.reference,
@@ -83,17 +82,26 @@ class Bench:
 
     def plans_at(self, k: int) -> list[B.Plan]:
         n, e, c = self.n, len(self.evalp), self.cal_runs
-        plans = [B.uniform(n, k, e), B.magcache(c, e, k), B.teacache(self.eval_runs, c, k),
-                 B.easycache(self.eval_runs, k), B.fbcache(self.eval_runs, k),
-                 B.static("graph (leximax)", self.graph[k], e),
+        plans = [self.operated(B.uniform(n, k, e)), self.operated(B.magcache(c, e, k)),
+                 B.teacache(self.eval_runs, c, k), B.easycache(self.eval_runs, k), B.fbcache(self.eval_runs, k),
+                 self.operated(B.static("graph (leximax)", self.graph[k], e)),
                  B.omni(c, k, e, gamma=False), B.omni(c, k, e, gamma=True),
-                 B.static("OTCache", self.otcache(k), e)]
+                 self.operated(B.static("OTCache", self.otcache(k), e))]
         if k not in (self.budgets[0], self.budgets[-1]):
             self.say(f"N={n}: direct optimisation at K={k} ({self.args.trials} trials)")
             direct = method.search(self.problem, k, self.args.trials, self.args.seed, reference=self.reference,
                                    graph=self.graph[k], progress=self.say, kind="optimized")
-            plans.append(B.static("direct optimisation", direct, e))
+            plans.append(self.operated(B.static("direct optimisation", direct, e)))
         return plans
+
+    def operated(self, plan: B.Plan) -> B.Plan:
+        """A static schedule run with the benchmark's reuse operator (``--reuse``; default residual)."""
+        reuse = self.args.reuse
+        plan.reuse = reuse
+        plan.gamma = method.gammas_for(self.cal_runs, reuse, plan.schedules[0])
+        if reuse != "residual":
+            plan.info["reuse"] = reuse
+        return plan
 
     def otcache(self, k: int, rule: str = "linear_k"):
         return method.interpolate(self.reference, self.anchor, k, rule=rule, weights=self.weights)
@@ -113,7 +121,7 @@ class Bench:
             for rule in ALL_RULES:
                 s = self.otcache(k, rule)
                 if s.compute_steps not in seen:
-                    seen[s.compute_steps] = self.score(B.static(f"OT {rule}", s, len(self.evalp)), k)
+                    seen[s.compute_steps] = self.score(self.operated(B.static(f"OT {rule}", s, len(self.evalp))), k)
                 row = seen[s.compute_steps]
                 lam = s.provenance.get("lambda")
                 self.ablation.append(Row(f"OT {rule}", row.k, row.nfe, row.wall, row.psnr, row.ssim, row.lpips,
@@ -142,24 +150,27 @@ def summary(benches: list[Bench]) -> list[str]:
 
 
 def pareto_plot(benches: list[Bench], path: Path) -> Path:
+    """PSNR against speedup, one column per N: NFE speedup (exact) on top, wall-clock below."""
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(5.2 * len(benches), 4.0), layout="constrained")
-    axes = fig.subplots(1, len(benches), squeeze=False)[0]
-    styles = {"OTCache": ("#d62728", "o", 2.4), "direct optimisation": ("#ff9896", "*", 0)}
-    for ax, b in zip(axes, benches):
+    fig = Figure(figsize=(5.2 * len(benches), 7.2), layout="constrained")
+    axes = fig.subplots(2, len(benches), squeeze=False)
+    styles = {"OTCache": ("black", "o", 2.6), "direct optimisation": ("black", "*", 0)}
+    for col, b in enumerate(benches):
         names = list(dict.fromkeys(r.method for r in b.rows))
-        for name in names:
-            pts = sorted((r.wall, r.psnr) for r in b.rows if r.method == name)
-            color, marker, lw = styles.get(name, (None, ".", 1.0))
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, lw=lw or 0, color=color, label=name,
-                    ms=8 if marker == "*" else 5)
-        ax.set_title(f"toy DiT, N={b.n} (held-out pairs)")
-        ax.set_xlabel("wall-clock speedup (x)")
-        ax.set_ylabel("PSNR vs uncached (dB)")
-        ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=7, loc="upper right")
+        for row, (attr, label) in enumerate((("nfe", "NFE speedup N/K (x)"), ("wall", "wall-clock speedup (x)"))):
+            ax = axes[row][col]
+            for name in names:
+                pts = sorted((getattr(r, attr), r.psnr) for r in b.rows if r.method == name)
+                color, marker, lw = styles.get(name, (None, ".", 1.0))
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, lw=lw, color=color, label=name,
+                        ms=10 if marker == "*" else 5, ls="none" if lw == 0 else "-", zorder=3 if color else 2)
+            ax.set_title(f"toy DiT, N={b.n}, 24 held-out pairs", fontsize=10)
+            ax.set_xlabel(label)
+            ax.set_ylabel("PSNR vs uncached (dB)")
+            ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="upper right")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     return path
 
 
@@ -171,7 +182,9 @@ def write(benches: list[Bench], args: argparse.Namespace, scorer: Scorer, second
              f"Generated by `python -m otcache_engine bench` ({args.trials} Optuna trials per search, "
              f"{args.pairs} calibration pairs, {len(EVALUATION_CLASSES) * args.eval_seeds} held-out pairs, "
              f"{args.repeats} timed repeats, {args.threads} CPU threads, {seconds / 60:.1f} min on "
-             f"{platform.machine()}). Anchor objective: {benches[0].metric}. {lp}.", ""]
+             f"{platform.machine()}). Anchor objective: {benches[0].metric}. {lp}. Reuse operator of uniform, "
+             f"MagCache, graph, OTCache and direct optimisation: {args.reuse} (TeaCache and FBCache: residual, "
+             f"EasyCache: transformation, OmniCache: output).", ""]
     for b in benches:
         parts += [f"## N = {b.n} (uncached sampling loop: {b.full.seconds:.2f} s for {len(b.evalp)} images)", "",
                   markdown_table(b.rows), ""]

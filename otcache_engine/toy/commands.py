@@ -26,6 +26,9 @@ def _demo_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the anchor search")
     p.add_argument("--weights", type=Path, default=BUNDLED, help="toy model weights (default: bundled)")
     p.add_argument("--no-lpips", action="store_true", help="skip LPIPS even if its weights exist")
+    p.add_argument("--reuse", default="residual", choices=["residual", "output", "omnicache"],
+                   help="what a skipped step reuses: block-stack residual (default), the output, or the "
+                        "gamma-corrected output extrapolation")
     p.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder (default outputs/demo)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -41,6 +44,9 @@ def _bench_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights", type=Path, default=BUNDLED)
     p.add_argument("--no-lpips", action="store_true")
+    p.add_argument("--reuse", default="residual", choices=["residual", "output", "omnicache"],
+                   help="reuse operator of the static schedules (uniform, MagCache, graph, OTCache, direct) and of "
+                        "the searches (default residual)")
     p.add_argument("--out", type=Path, default=Path("docs/results"),
                    help="folder for bench.md / bench.json / bench_pareto.png (default docs/results)")
     p.add_argument("--quiet", action="store_true")

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     graph_anchor = method.reference_schedule(weights, k_anc, toy, gap)
 
     name, distance = objective_metric(scorer)
-    problem = method.AnchorProblem(toy, calib, torch.stack([r.final_latent for r in runs]), distance, name)
+    problem = method.AnchorProblem(toy, calib, runs, distance, name, args.reuse)
     say(f"3/5 anchor: Optuna, {args.trials} trials at K_anc={k_anc}, objective {name}")
     anchor = method.search(problem, k_anc, args.trials, args.seed, reference=reference, graph=graph_anchor,
                            progress=say)
@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     full = run_full(toy, held_out, repeats=2)
     rows, grids = [], [("uncached", full.x)]
     for k, s in schedules.items():
-        out = run_schedule(toy, held_out, s, repeats=2)
+        out = run_schedule(toy, held_out, s, reuse=args.reuse, gamma=method.gammas_for(runs, args.reuse, s),
+                           repeats=2)
         sc = scorer(out.x, full.x)
         rows.append(Row(f"OTCache K={k}", out.block_runs, n / out.block_runs, full.seconds / out.seconds,
                         sc["psnr"], sc["ssim"], sc["lpips"]))
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
     table = text_table(rows)
     print(f"OTCache on the bundled toy DiT: N={n}, reference K={k_ref} (leximax), anchor K={k_anc} "
-          f"({args.trials} Optuna trials, {name}), {len(held_out)} held-out pairs; uncached run "
+          f"({args.trials} Optuna trials, {name}), {args.reuse} reuse, {len(held_out)} held-out pairs; uncached run "
           f"{full.seconds:.2f} s")
     print(table)
     width = max([6] + [len(f"K={k}") for k in schedules])

@@ -20,7 +20,7 @@ import numpy as np
 import optuna
 import torch
 
-from .. import edge_errors, graph_search, transport
+from .. import edge_errors, graph_search, omnicache, transport
 from ..anchor_search import AnchorConfig, search_anchor
 from ..calibration import CalibrationRun
 from ..projection import smallest_feasible_gap
@@ -62,20 +62,27 @@ def reference_schedule(weights: np.ndarray, budget: int, toy: Toy, max_gap: int)
                                            provenance={"model_family": "toy-dit", "shift": toy.shift})
 
 
+def gammas_for(runs: Sequence[CalibrationRun], reuse: str, schedule: Schedule) -> list[float] | None:
+    """OmniCache's least-squares gammas of ``schedule`` when the operator extrapolates, else None."""
+    return omnicache.fit_gammas(runs, schedule) if reuse == "omnicache" else None
+
+
 @dataclass
 class AnchorProblem:
-    """What the end-to-end search scores: cached outputs of the calibration pairs vs their references."""
+    """What the end-to-end search scores: cached outputs of the calibration pairs vs their references,
+    with the reuse operator that will be deployed (gammas refitted per schedule for ``omnicache``)."""
 
     toy: Toy
     pairs: Pairs
-    references: torch.Tensor                        # (P, 3, H, W) uncached final images
+    runs: Sequence[CalibrationRun]                  # the pairs' uncached records (references, gamma fits)
     distance: Callable[[torch.Tensor, torch.Tensor], float]
     metric: str
     reuse: str = "residual"
 
     def evaluate(self, schedule: Schedule, pair: int) -> float:
-        out = run_schedule(self.toy, self.pairs.subset([pair]), schedule, reuse=self.reuse)
-        return self.distance(out.x, self.references[pair:pair + 1])
+        out = run_schedule(self.toy, self.pairs.subset([pair]), schedule, reuse=self.reuse,
+                           gamma=gammas_for(self.runs, self.reuse, schedule))
+        return self.distance(out.x, self.runs[pair].final_latent[None])
 
 
 def search(problem: AnchorProblem, budget: int, trials: int, seed: int = 0,
@@ -94,7 +101,7 @@ def search(problem: AnchorProblem, budget: int, trials: int, seed: int = 0,
     store = storage if storage is not None else optuna.storages.InMemoryStorage()
     found = search_anchor(problem.evaluate, cfg, store, model_key="toy-dit", reference=reference, graph=graph,
                           progress=report, context={"seeds": list(problem.pairs.seeds),
-                                                    "classes": list(problem.pairs.labels)})
+                                                    "classes": list(problem.pairs.labels), "reuse": problem.reuse})
     return found.replace(kind=kind) if kind != "anchor" else found
 
 
