@@ -159,3 +159,29 @@ def test_context_windows_turn_caching_off_with_a_reason(batched_cfg, caplog):
     assert probe.block_runs == probe.n_calls > N                  # several windows per step, all computed
     assert torch.allclose(out, ref, atol=1e-6, rtol=0)
     assert any("caching off: context windows" in r.getMessage() for r in caplog.records)
+
+
+def test_controlnet_residuals_turn_block_caching_off_for_those_calls(batched_cfg, caplog):
+    """ControlNet adds its residuals between blocks, which skipped blocks would double count: a call that
+    carries a ``control`` runs uncached. Simulated by an outer wrapper handing Flux an (all-None) control."""
+    import inspect
+
+    import comfy.patcher_extension as pe
+
+    b = bundle("flux")
+    dm = b.diffusion_model
+    index = list(inspect.signature(type(dm)._forward).parameters).index("control") - 1   # without self
+    control = {"input": [None] * len(dm.double_blocks), "output": [None] * len(dm.single_blocks)}
+
+    def with_control(executor, *args, **kwargs):
+        args = list(args)
+        args[index] = control
+        return executor(*args, **kwargs)
+
+    base = b.patcher.clone()
+    base.add_wrapper_with_key(pe.WrappersMP.DIFFUSION_MODEL, "test_control", with_control)   # outside ours
+    with caplog.at_level(logging.INFO, logger="otcache"):
+        out, probe = probed_run(patched(base, SCHED), b, N)
+    assert probe.block_runs == N
+    assert torch.allclose(out, run(b.patcher, b, N), atol=1e-6, rtol=0)
+    assert any("uncached (ControlNet)" in r.getMessage() for r in caplog.records)
