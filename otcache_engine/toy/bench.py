@@ -213,7 +213,16 @@ def _jsonable(value):
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run with ``args.threads`` torch threads, restoring the caller's setting afterwards."""
+    previous = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(args: argparse.Namespace) -> int:
     say = Progress("bench", args.quiet)
     scorer = Scorer(use_lpips=not args.no_lpips)
     if scorer.lpips is None:

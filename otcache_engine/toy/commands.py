@@ -12,6 +12,8 @@ from pathlib import Path
 from ..cli import Command, register
 
 BUNDLED = Path(__file__).with_name("weights") / "toy_dit.safetensors"
+THREADS_HELP = ("torch CPU threads (default 1: the model is tiny, so one thread is about as fast, and on a busy "
+                "machine two threads can be several times slower)")
 
 
 def _demo_add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,7 +24,7 @@ def _demo_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budgets", type=int, default=5, help="number of budgets from K_ref to K_anc (default 5)")
     p.add_argument("--ref-fraction", type=float, default=2.0, help="K_ref = N / this (default 2)")
     p.add_argument("--anchor-fraction", type=float, default=5.0, help="K_anc = N / this (default 5)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     p.add_argument("--seed", type=int, default=0, help="seed of the anchor search")
     p.add_argument("--weights", type=Path, default=BUNDLED, help="toy model weights (default: bundled)")
     p.add_argument("--no-lpips", action="store_true", help="skip LPIPS even if its weights exist")
@@ -40,7 +42,7 @@ def _bench_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=int, default=60,
                    help="Optuna trials of the anchor search and of each direct optimisation (default 60)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per configuration (the fastest counts; default 3)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights", type=Path, default=BUNDLED)
     p.add_argument("--no-lpips", action="store_true")

@@ -29,7 +29,16 @@ EVALUATION_CLASSES = tuple(c for c in range(12) if c not in CALIBRATION_CLASSES)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run with ``args.threads`` torch threads, restoring the caller's setting afterwards."""
+    previous = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(args: argparse.Namespace) -> int:
     say = Progress("demo", args.quiet)
     toy = Toy.load(args.steps, args.weights)
     n = toy.steps
