@@ -5,6 +5,8 @@ on a clone, and the UI output carries the schedule for the plot widget.
 """
 from __future__ import annotations
 
+import logging
+
 from comfy_api.latest import io
 
 from ..otcache_engine import Schedule
@@ -12,7 +14,10 @@ from ..otcache_engine.errors import OTCacheError
 from ..otcache_engine.runtime import compat
 from .patcher import CACHE_DEVICES, REUSE_NAMES, PatchOptions, patch_model, patched_config
 from .preview import plot_payload, ui_output
+from .provenance import check_model
 from .schedule_source import MODES, NOMINAL_STEPS, ScheduleSource
+
+log = logging.getLogger("otcache")
 
 ScheduleType = io.Custom("OTCACHE_SCHEDULE")
 
@@ -70,10 +75,26 @@ class OTCacheApply(io.ComfyNode):
             patched = patch_model(model, source, PatchOptions(reuse, float(gamma), cache_device))
         except OTCacheError as e:
             raise ValueError(f"OTCache Apply: {e}") from None
-        return io.NodeOutput(patched, ui=ui_output(_payload(patched, source)))
+        warnings = _provenance_warnings(model, reference, anchor)
+        return io.NodeOutput(patched, ui=ui_output(_payload(patched, source, warnings)))
 
 
-def _payload(patched, source: ScheduleSource) -> dict:
+def _provenance_warnings(model, *schedules: Schedule | None) -> list[str]:
+    """Say so when a schedule is used away from the model it was calibrated on: it still works
+    (it is retargeted), but a user should know the quality guarantee came from elsewhere."""
+    found = []
+    for s in schedules:
+        if s is None:
+            continue
+        for line in check_model(s, model):
+            if line not in found:
+                found.append(line)
+    for line in found:
+        log.warning("OTCache Apply: %s", line)
+    return found
+
+
+def _payload(patched, source: ScheduleSource, warnings: list[str] | None = None) -> dict:
     cfg = patched_config(patched)
     target = cfg.schedule
     shown = {}
@@ -87,6 +108,6 @@ def _payload(patched, source: ScheduleSource) -> dict:
     elif not source.connected:
         note += f"; shown for {NOMINAL_STEPS} steps, carried to each run's step count"
     payload = plot_payload(target, source.reference, source.anchor, note=note,
-                           label=None if source.connected else "default", **shown)
+                           label=None if source.connected else "default", warnings_=warnings, **shown)
     payload["kind"] = target.kind
     return payload

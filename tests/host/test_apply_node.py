@@ -101,3 +101,16 @@ def test_bad_inputs_are_one_line_errors():
         execute(b.patcher, reference={"num_steps": 3})
     with pytest.raises(ValueError, match="speedup"):
         execute(b.patcher, speedup=0.5)
+
+
+def test_a_schedule_from_another_model_is_flagged_on_the_plot_and_in_the_log(batched_cfg, caplog):
+    b = bundle("flux")
+    foreign = Schedule(N, (0, 2, 5, 9), kind="reference", provenance={"model_family": "wan", "steps": N})
+    own = Schedule(N, (0, 2, 5, 9), kind="reference")
+    with caplog.at_level(logging.WARNING, logger="otcache"):
+        _, ui = execute(b.patcher, reference=foreign)
+    flagged = ui["otcache_schedule"][0]["warnings"]
+    assert any("calibrated on a wan model" in w for w in flagged)
+    assert any("calibrated on a wan model" in r.getMessage() for r in caplog.records)
+    _, ui_own = execute(b.patcher, reference=own)
+    assert not any("calibrated on" in w for w in ui_own["otcache_schedule"][0]["warnings"])
