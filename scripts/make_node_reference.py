@@ -1,4 +1,4 @@
-"""Write the node reference of docs/comfyui-users.md from the node definitions a real ComfyUI reports.
+"""Write the node reference of README.md from the node definitions a real ComfyUI reports.
 
 Every input with its type, default and range comes from /object_info, so the documentation cannot drift
 from the nodes. Same sources as make_workflows.py:
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "comfyui-users.md"
+DOC = ROOT / "README.md"
 START, END = "<!-- node-reference:start -->", "<!-- node-reference:end -->"
 ORDER = ("OTCacheCalibrate", "OTCacheAnchorSearch", "OTCacheApply", "OTCacheSaveSchedule", "OTCacheLoadSchedule")
 

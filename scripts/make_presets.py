@@ -1,7 +1,7 @@
 """Write the published LeMiCa schedules as OTCache schedule files under presets/<model>/.
 
 The step lists are LeMiCa's released ones (N = 50 inference steps, index coordinate); see
-docs/comfyui-users.md ("Presets") for what they are good for. Run from the repository root:
+README.md ("Presets: using OTCache before calibrating") for what they are good for. Run from the repository root:
 
     .venv/bin/python scripts/make_presets.py
 
