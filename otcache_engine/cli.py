@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -161,6 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except (OTCacheError, UsageError) as e:
         return _fail(str(e))
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): not an error of ours; silence the final flush too.
+        sys.stdout = open(os.devnull, "w")
+        return 0
     except OSError as e:
         return _fail(f"{e.filename or ''}: {e.strerror or e}".lstrip(": "))
 
