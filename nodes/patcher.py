@@ -390,6 +390,7 @@ def outer_sample_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
     refuse_compiled(orig, getattr(guider.model_patcher, "wrappers", {}))
     sigmas = args[3] if len(args) > 3 else kwargs["sigmas"]
     run = _start_run(cfg, guider, orig, sigmas)
+    _warn_away_from_calibration(cfg, guider, run.session.plan, args[1] if len(args) > 1 else kwargs.get("latent_image"))
     import comfy.model_patcher
 
     guider.model_options = comfy.model_patcher.create_model_options_clone(orig)
@@ -446,6 +447,25 @@ def _start_run(cfg: OTCacheConfig, guider: Any, model_options: Mapping[str, Any]
     elif plan.mapping == "unordered":
         session.disable("the sampler's sigmas do not decrease")
     return RunState(cfg, session)
+
+
+def _warn_away_from_calibration(cfg: OTCacheConfig, guider: Any, plan: StepPlan, latent: Any) -> None:
+    """A schedule keeps working away from its calibration (it is retargeted), but the user should know
+    that its quality was measured for another step count or resolution. Never stops a run."""
+    if not cfg.schedule.provenance.get("steps"):
+        return  # a built-in or hand-made schedule: nothing was calibrated
+    try:
+        from .provenance import check_run, latent_resolution
+
+        run: dict[str, Any] = {}
+        if plan.mapping != "slice":  # a stage of a split run has fewer steps by design
+            run["steps"] = plan.num_steps
+        if getattr(latent, "shape", None) is not None:
+            run["resolution"] = latent_resolution(guider.model_patcher, latent.shape)
+        for line in check_run(cfg.schedule, **run):
+            log.warning("OTCache: %s", line)
+    except Exception as e:  # noqa: BLE001 - a check must never break sampling
+        log.debug(f"OTCache: calibration check skipped ({e})")
 
 
 def _reference_grid(guider: Any, schedule: Schedule) -> list[float] | None:

@@ -114,3 +114,15 @@ def test_a_schedule_from_another_model_is_flagged_on_the_plot_and_in_the_log(bat
     assert any("calibrated on a wan model" in r.getMessage() for r in caplog.records)
     _, ui_own = execute(b.patcher, reference=own)
     assert not any("calibrated on" in w for w in ui_own["otcache_schedule"][0]["warnings"])
+
+
+def test_a_run_away_from_the_calibrated_step_count_is_logged(batched_cfg, caplog):
+    b = bundle("flux")
+    calibrated = Schedule(N, (0, 2, 5, 9), kind="reference", provenance={"steps": N})
+    model, _ = execute(b.patcher, reference=calibrated)
+    with caplog.at_level(logging.WARNING, logger="otcache"):
+        run(model, b, N)
+    assert not any("steps" in r.getMessage() for r in caplog.records)
+    with caplog.at_level(logging.WARNING, logger="otcache"):
+        run(model, b, 2 * N)
+    assert any(f"made for {N} steps, used with {2 * N}" in r.getMessage() for r in caplog.records)
