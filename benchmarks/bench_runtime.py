@@ -1,7 +1,7 @@
 """Wall-clock speed-up of OTCache Apply on the real ComfyUI, per model family (prints a table).
 
-For each family a seeded model of the harness's "bench" size (hidden 512, 8 blocks per list, 32x32 latent) is
-sampled with ComfyUI's own sampler, unpatched and patched:
+For each family a seeded model of the harness's "bench" size (hidden 512, 8 blocks per list; see
+tests/host/tiny_models.py) is sampled with ComfyUI's own sampler, unpatched and patched:
 
 - ``N/K = 2, 3, 4``: uniform schedules with K = N/2, N/3, N/4 computed steps; realised speed-up
   T_unpatched / T_cached, and its ratio to N/K (1.0 = the skipped steps cost nothing);
@@ -82,13 +82,14 @@ def timed(model, b, steps: int, cfg: float, clock: EvalClock) -> tuple[float, li
     return time.perf_counter() - t0, list(clock.times)
 
 
-def bench_size(hidden: int, depth: int) -> str:
-    """The harness's "bench" size, or a wider/deeper variant registered under its own name (this run only)."""
+def bench_size(hidden: int, depth: int, latent: int) -> str:
+    """The harness's "bench" size, or a variant registered under its own name for this run only."""
     base = tm.SIZES["bench"]
-    if (hidden or base.hidden) == base.hidden and (depth or base.depth) == base.depth:
+    changes = {k: v for k, v in (("hidden", hidden), ("depth", depth), ("latent_hw", latent)) if v}
+    if all(getattr(base, k) == v for k, v in changes.items()):
         return "bench"
-    name = f"bench-h{hidden or base.hidden}-d{depth or base.depth}"
-    tm.SIZES[name] = dataclasses.replace(base, hidden=hidden or base.hidden, depth=depth or base.depth)
+    name = "bench-" + "-".join(f"{k}{v}" for k, v in changes.items())
+    tm.SIZES[name] = dataclasses.replace(base, **changes)
     return name
 
 
@@ -185,11 +186,14 @@ def main(argv: list[str] | None = None) -> int:
                         "make every op several times slower and the figures meaningless; 0 = torch's default)")
     p.add_argument("--hidden", type=int, default=0, help="model width (default: the harness's bench size, 512)")
     p.add_argument("--depth", type=int, default=0, help="blocks per list (default: the bench size's 8)")
+    p.add_argument("--latent", type=int, default=0,
+                   help="latent height = width (default: the bench size's); image tokens grow with its square "
+                        "while the text embedders' cost stays, as in real use")
     args = p.parse_args(argv)
     logging.getLogger("otcache").setLevel(logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
-    size = bench_size(args.hidden, args.depth)
+    size = bench_size(args.hidden, args.depth, args.latent)
     print(f"ComfyUI {comfy_host.ensure_comfy_importable()}, torch {torch.__version__}, {torch.get_num_threads()} "
           f"threads; size {size} {tm.SIZES[size]}; N={args.steps}, cfg {args.cfg} (batched), reuse {args.reuse}, best (and median) of {args.repeats} interleaved repeats")
     head = (f"{'family':<15}{'s/step':>8}" + "".join(f"{f'x@{s}':>7}{'ratio':>7}{'(med)':>7}" for s in SPEEDUPS)
