@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from types import FunctionType
 from typing import Any, Mapping
 
 import torch
@@ -71,7 +72,7 @@ class OTCacheConfig:
     """
 
     __slots__ = ("token", "source", "schedule", "description", "family", "reuse", "cache_device",
-                 "label", "num_patches", "always_on")
+                 "label", "num_patches", "always_on", "base_dit")
 
     def __init__(self, source: ScheduleSource, schedule: Schedule, description: str, family: FamilySpec,
                  reuse: ReuseOperator, opts: PatchOptions, num_patches: int) -> None:
@@ -79,6 +80,7 @@ class OTCacheConfig:
         self.source, self.schedule, self.description = source, schedule, description
         self.family, self.reuse, self.cache_device = family, reuse, opts.cache_device
         self.label, self.num_patches, self.always_on = opts.label, num_patches, opts.always_on
+        self.base_dit: dict = {}   # block replacements already on the model (whole-model reuse keeps them)
 
     def __copy__(self) -> "OTCacheConfig":
         return self
@@ -114,6 +116,7 @@ def patch_model(model: Any, schedule_source: Schedule | ScheduleSource | None = 
     blocks = spec.blocks if reuse.space == "residual" else ()
     _remove_previous(m)
     cfg = OTCacheConfig(source, schedule, description, spec, reuse, opts, len(blocks))
+    cfg.base_dit = dict(m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {}))
     to = dict(m.model_options.get("transformer_options", {}))
     to[CONFIG_KEY] = cfg
     m.model_options["transformer_options"] = to
@@ -266,7 +269,7 @@ class RunState:
         if to.get("multigpu_thread_device") is not None:
             return "multi-GPU"
         if self.output_space:
-            return None
+            return "another node's block patches" if self._foreign_dit(to) else None
         if self.broken:
             return "unknown token layout"
         if _control_of(args, kwargs, to) is not None:
@@ -278,6 +281,20 @@ class RunState:
         if len(dit) != self.num_patches or not all(is_ours(f, self.token) for f in dit.values()):
             return "another node's block patches"
         return None
+
+    def _foreign_dit(self, to: dict) -> bool:
+        """Whole-model reuse: block replacements other than those present at Apply time (e.g. Skip Layer
+        Guidance's extra evaluation) change what the model computes, so such a call must run uncached."""
+        dit = to.get("patches_replace", {}).get("dit", {})
+        base = self.cfg.base_dit
+        if len(dit) != len(base):
+            return True
+        for key, fn in dit.items():
+            old = base.get(key)
+            # 0.3.64 deep-copies callable objects on clone(): accept the copy, never another function
+            if fn is not old and (old is None or isinstance(fn, FunctionType) or type(fn) is not type(old)):
+                return True
+        return False
 
     def _output_call(self, executor: Any, args: tuple, kwargs: dict, x: torch.Tensor, uuids: list,
                      d: Any) -> Any:
@@ -302,10 +319,17 @@ class RunState:
         x, t = args[0], args[1]
         d = s.decision or s.decide(_first_float(t))
         uuids = to.get("uuids")
-        if not torch.is_tensor(x) or not uuids or x.shape[0] % len(uuids) or "latent_shapes" in kwargs:
+        reason = None
+        if not torch.is_tensor(x) or "latent_shapes" in kwargs:
+            reason = "several latent streams"
+        elif not uuids or x.shape[0] % len(uuids):
+            reason = "batch does not split by conditioning"
+        elif self._foreign_dit(to):
+            reason = "another node's block patches"
+        if reason is not None:
             out = executor(*args, **kwargs)
             if not self.dm_seen:
-                s.note_bypass("several latent streams", d)
+                s.note_bypass(reason, d)
             return out
         sigma = t.reshape((-1,) + (1,) * (x.ndim - 1)).to(x.dtype)
         sig, forced = tuple(x.shape), False

@@ -74,12 +74,15 @@ def slg(model, family):
     return out.result[0]
 
 
+@pytest.mark.parametrize("reuse", ["residual", "output"])
 @pytest.mark.parametrize("family", ["flux", "wan21", "hunyuan_video"])
-def test_core_skip_layer_guidance_composes(family, batched_cfg):
+def test_core_skip_layer_guidance_composes(family, reuse, batched_cfg):
     b = bundle(family)
     ref = run(slg(b.patcher, family), b, N)
-    assert torch.allclose(run(slg(patched(b.patcher, FULL), family), b, N), ref, atol=1e-6, rtol=0)
-    for model in (slg(patched(b.patcher, SCHED), family), patched(slg(b.patcher, family), SCHED)):
+    exact = slg(patched(b.patcher, FULL, reuse=reuse, always_on=True), family)
+    assert torch.allclose(run(exact, b, N), ref, atol=1e-6, rtol=0)
+    for model in (slg(patched(b.patcher, SCHED, reuse=reuse), family),
+                  patched(slg(b.patcher, family), SCHED, reuse=reuse)):
         out, probe = probed_run(model, b, N)
         extra = probe.evaluations - N                       # SLG's own evaluations (uncached, its patches)
         assert extra > 0
@@ -185,3 +188,14 @@ def test_controlnet_residuals_turn_block_caching_off_for_those_calls(batched_cfg
     assert probe.block_runs == N
     assert torch.allclose(out, run(b.patcher, b, N), atol=1e-6, rtol=0)
     assert any("uncached (ControlNet)" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("family", ["flux", "wan21"])
+def test_whole_model_reuse_keeps_block_patches_present_at_apply_time(family, batched_cfg):
+    b = bundle(family)
+    calls: list = []
+    foreign = with_foreign(b.patcher, calls)
+    out, probe = probed_run(patched(foreign, SCHED, reuse="output"), b, N)
+    assert probe.block_runs == len(calls) == SCHED.budget          # cached, and the patch runs when computing
+    ref = run(patched(b.patcher, SCHED, reuse="output"), b, N)
+    assert not torch.equal(out, ref)
