@@ -69,7 +69,7 @@ def node_reference(info: dict) -> str:
         if node_id not in info:
             raise SystemExit(f"{node_id} is not registered in this ComfyUI")
         spec = info[node_id]
-        out.append(f"### {spec.get('display_name') or node_id} (`{node_id}`)\n")
+        out.append(f"#### {spec.get('display_name') or node_id} (`{node_id}`)\n")
         if spec.get("description"):
             out.append(_cell(spec["description"]) + "\n")
         out.append("| input | type | default | range / options | what it does |")
