@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .threads import with_threads
 from ..transport import ALL_RULES
 from . import baseline_runs as B
 from . import method
@@ -228,12 +229,7 @@ def _jsonable(value):
 
 def run(args: argparse.Namespace) -> int:
     """Run with ``args.threads`` torch threads, restoring the caller's setting afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
-        return _run(args)
-    finally:
-        torch.set_num_threads(previous)
+    return with_threads(_run, args)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -17,8 +17,8 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
 
+from .threads import with_threads
 from .. import schedule_io
 from . import method
 from .harness import Scorer, Toy, make_pairs, objective_metric, record, run_full, run_schedule
@@ -30,12 +30,7 @@ EVALUATION_CLASSES = tuple(c for c in range(12) if c not in CALIBRATION_CLASSES)
 
 def run(args: argparse.Namespace) -> int:
     """Run with ``args.threads`` torch threads, restoring the caller's setting afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
-        return _run(args)
-    finally:
-        torch.set_num_threads(previous)
+    return with_threads(_run, args)
 
 
 def _run(args: argparse.Namespace) -> int:
