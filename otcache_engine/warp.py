@@ -253,7 +253,7 @@ def retarget(schedule: Schedule, num_steps: int, sigmas: Sequence[float] | None 
     if coord == "sigma" and schedule.sigmas is None:
         raise ScheduleError("the schedule carries no sigma grid, so it cannot be retargeted in the sigma coordinate")
     budget = _target_budget(schedule, num_steps, keep)
-    same_grid = sigmas is None or schedule.sigmas is None or np.allclose(sigmas, schedule.sigmas, rtol=1e-9, atol=0)
+    same_grid = _same_grid(sigmas, schedule.sigmas)
     if num_steps == schedule.num_steps and same_grid and budget == schedule.budget and (
             max_gap is None or schedule.largest_gap <= max_gap):
         return schedule if sigmas is None or schedule.sigmas is not None else schedule.replace(sigmas=tuple(sigmas))
@@ -264,6 +264,13 @@ def retarget(schedule: Schedule, num_steps: int, sigmas: Sequence[float] | None 
     return schedule.replace(
         num_steps=num_steps, compute_steps=steps, sigmas=target_sigmas, max_gap=gap,
         provenance=_retarget_provenance(schedule, num_steps, budget, coord, keep))
+
+
+def _same_grid(target: Sequence[float] | None, own: Sequence[float] | None) -> bool:
+    """A missing grid on either side cannot differ; grids of different length always do."""
+    if target is None or own is None:
+        return True
+    return len(target) == len(own) and bool(np.allclose(target, own, rtol=1e-9, atol=0))
 
 
 def _target_budget(schedule: Schedule, num_steps: int, keep: str) -> int:

@@ -195,6 +195,18 @@ def test_retarget_in_sigma_follows_noise_levels():
     assert retarget(s, 50, sigmas=sig_lo, coord="index").compute_steps == s.compute_steps
 
 
+def test_retarget_in_sigma_to_another_step_count():
+    """A run with another step count brings a grid of another length; it must not crash the comparison."""
+    s = Schedule(50, (*range(11), 14, 18, 22, 26, 30, 34, 38, 42, 46, 49), sigmas=flux_sigmas(50, 1.15))
+    r = retarget(s, 30, sigmas=flux_sigmas(30, 1.15))
+    assert r.num_steps == 30 and len(r.sigmas) == 31 and r.budget == round(s.budget * 30 / 50)
+    assert r.provenance["retargeted_from"]["coord"] == "sigma"
+    # the shape survives: the head stays dense (gap 1), the tail is sparse
+    steps = r.compute_steps
+    assert steps[:4] == (0, 1, 2, 3) and steps[-1] - steps[-2] >= 2
+    assert r.compute_steps == retarget(s, 30, sigmas=flux_sigmas(30, 1.15), coord="sigma").compute_steps
+
+
 def test_retarget_errors():
     s = Schedule(50, tuple(range(0, 50, 7)))
     with pytest.raises(InfeasibleBudgetError) as e:
