@@ -54,12 +54,16 @@ import comfy.sample  # noqa: E402
 DIT_FAMILIES = ("flux", "flux_schnell", "chroma", "qwen_image", "hunyuan_video", "wan21", "wan22_5b", "ltxv")
 FALLBACK_FAMILIES = ("lumina2",)
 FAMILIES = DIT_FAMILIES + FALLBACK_FAMILIES
+# Older architectures, also on the whole-model fallback: SD3's MMDiT (its forward runs no DIFFUSION_MODEL
+# wrapper, so the cache sits at APPLY_MODEL) and an SD1.5-type UNet (eps prediction). Kept out of FAMILIES:
+# the generic probe counts calls at DIFFUSION_MODEL, which SD3 never reaches; test_apply_fallback covers them.
+UNET_ERA_FAMILIES = ("sd3", "sd15")
 
 # The ComfyUI model config each family must resolve to (guards against a match on a look-alike config).
 CONFIG_NAMES = {
     "flux": "Flux", "flux_schnell": "FluxSchnell", "chroma": "Chroma", "qwen_image": "QwenImage",
     "hunyuan_video": "HunyuanVideo", "wan21": "WAN21_T2V", "wan22_5b": "WAN22_T2V", "ltxv": "LTXV",
-    "lumina2": "Lumina2",
+    "lumina2": "Lumina2", "sd3": "SD3", "sd15": "SD15",
 }
 
 # Block lists in execution order; the first present set names the model's block stack.
@@ -202,6 +206,24 @@ def _lumina_config(s: Size) -> dict:
             "axes_dims": s.axes(), "axes_lens": [300, 512, 512], "rope_theta": 10000.0}
 
 
+def _sd3_config(s: Size) -> dict:
+    """What ``detect_unet_config`` reads from an MMDiT checkpoint; the width is 64 * depth by design."""
+    return {"in_channels": 16, "patch_size": 2, "out_channels": 16, "depth": 2, "input_size": None,
+            "adm_in_channels": 2048, "pos_embed_scaling_factor": None, "x_block_self_attn_layers": [],
+            "context_embedder_config": {"target": "torch.nn.Linear",
+                                        "params": {"in_features": 4096, "out_features": 128}},
+            "num_patches": 32 * 32, "pos_embed_max_size": 32}
+
+
+def _sd15_config(s: Size) -> dict:
+    """ComfyUI's SD1.5 UNet config cut to one level (model_channels stays 320: the config match needs it)."""
+    return {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+            "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": 320,
+            "num_res_blocks": [1], "transformer_depth": [1], "channel_mult": [1], "transformer_depth_middle": 1,
+            "use_linear_in_transformer": False, "context_dim": 768, "num_heads": 8,
+            "transformer_depth_output": [1, 1], "use_temporal_attention": False, "use_temporal_resblock": False}
+
+
 _CONFIGS: dict[str, Callable[[Size], dict]] = {
     "flux": lambda s: _flux_config(s, guidance=True),
     "flux_schnell": lambda s: _flux_config(s, guidance=False),
@@ -212,6 +234,8 @@ _CONFIGS: dict[str, Callable[[Size], dict]] = {
     "wan22_5b": lambda s: _wan_config(s, channels=48),
     "ltxv": _ltxv_config,
     "lumina2": _lumina_config,
+    "sd3": _sd3_config,
+    "sd15": _sd15_config,
 }
 
 
@@ -283,9 +307,11 @@ def _randn(shape: tuple[int, ...], seed: int) -> torch.Tensor:
 def make_conditioning(family: str, size: str = "tiny", seed: int = 1) -> list:
     """Seeded ``[[context, extras]]`` with the shapes the family's text encoder would produce."""
     s = SIZES[size]
-    width = {"qwen_image": 3584, "lumina2": 2304}.get(family, 4096)
+    width = {"qwen_image": 3584, "lumina2": 2304, "sd15": 768}.get(family, 4096)
     context = _randn((1, s.tokens, width), seed)
     extras: dict[str, Any] = {}
+    if family == "sd3":
+        extras["pooled_output"] = _randn((1, 2048), seed + 7919)  # CLIP-L + CLIP-G pooled
     if family in ("flux", "flux_schnell", "hunyuan_video"):
         extras["pooled_output"] = _randn((1, 768), seed + 7919)
     if family == "chroma":
@@ -315,13 +341,17 @@ def latent_shape(family: str, size: str = "tiny", hw: int | None = None,
         return (1, 48, t, side, side)                  # Wan22ImageToVideoLatent
     if family == "ltxv":
         return (1, 128, t, side // 2, side // 2)       # EmptyLTXVLatentVideo
+    if family == "sd15":
+        return (1, 4, side, side)                      # EmptyLatentImage
     return (1, 16, side, side)                         # EmptySD3LatentImage (Qwen-Image: 5-D once fixed up)
 
 
 # ------------------------------------------------------------------------------------------------ build
 
 def _model_config(family: str, s: Size):
-    unet_config = fit_to_host(_CONFIGS[family](s))
+    unet_config = _CONFIGS[family](s)
+    if "image_model" in unet_config:
+        unet_config = fit_to_host(unet_config)
     config = comfy.model_detection.model_config_from_unet_config(unet_config)
     if config is None or type(config).__name__ != CONFIG_NAMES[family]:
         raise RuntimeError(f"{family}: ComfyUI matched {type(config).__name__} for {unet_config}")
@@ -346,7 +376,7 @@ def build(family: str, size: str = "tiny", seed: int = 0) -> FamilyBundle:
     """Model, conditioning (positive and a different negative) and latent shape for one family."""
     patcher = build_patcher(family, size, seed)
     dm = patcher.get_model_object("diffusion_model")
-    lists = tuple(dict.fromkeys(name for name, _, _ in stack_blocks(dm)))
+    lists = tuple(dict.fromkeys(name for name, _, _ in stack_blocks(dm))) if family not in UNET_ERA_FAMILIES else ()
     return FamilyBundle(family=family, size=size, seed=seed, patcher=patcher,
                         positive=make_conditioning(family, size, seed=1000 + seed),
                         negative=make_conditioning(family, size, seed=2000 + seed),
