@@ -233,6 +233,8 @@ class Workflow:
 
 # ----------------------------------------------------------------------------------------------- pieces
 
+WAN_NEGATIVE = "blurry, low quality, static, distorted, watermark"
+
 PIPELINE_HELP = """\
 OTCache in three stages (run them in order; each stage's result is cached by ComfyUI):
 1. OTCache Calibrate runs the model without caching and finds a high-fidelity REFERENCE schedule
@@ -314,6 +316,44 @@ def _matching_widgets(info: dict, type_: str, values: dict) -> dict:
     return out
 
 
+def _true_cfg_prompts(wf: Workflow, clip: Node, x: float, y: float, neg_y: float, text: str,
+                      negative: str) -> tuple[Node, Node]:
+    """Prompt and negative prompt from one text encoder, for the models that sample with real CFG."""
+    pos = wf.add("CLIPTextEncode", (x, y), title="Prompt", text=text)
+    neg = wf.add("CLIPTextEncode", (x, neg_y), title="Negative prompt", text=negative)
+    wf.link(clip, "CLIP", pos, "clip")
+    wf.link(clip, "CLIP", neg, "clip")
+    return pos, neg
+
+
+def _distilled_prompts(wf: Workflow, clip: Node, x: float, y: float, text: str, guidance: float,
+                       neg_title: str | None) -> tuple[Node, Node]:
+    """Guidance-distilled models (cfg 1): the guidance goes in the conditioning, the negative is zeroed."""
+    pos = wf.add("CLIPTextEncode", (x, y), title="Prompt", text=text)
+    wf.link(clip, "CLIP", pos, "clip")
+    guid = wf.add("FluxGuidance", (x, y + 250), guidance=guidance)
+    wf.link(pos, "CONDITIONING", guid, "conditioning")
+    neg = wf.add("ConditioningZeroOut", (x, y + 370), title=neg_title)
+    wf.link(pos, "CONDITIONING", neg, "conditioning")
+    return guid, neg
+
+
+def _sample_and_decode(wf: Workflow, x: float, y: float, model, positive: Node, negative: Node, latent: Node,
+                       vae: Node, sampler: dict, decoder: str = "VAEDecode", **decode: Any) -> Node:
+    """KSampler on the cached model, then the VAE decode (returned, for the save node)."""
+    ks = wf.add("KSampler", (x, y), denoise=1.0, **sampler)
+    wf.wire(ks, {"model": model, "positive": (positive, 0), "negative": (negative, 0), "latent_image": (latent, 0)})
+    dec = wf.add(decoder, (x + 380, y), **decode)
+    wf.wire(dec, {"samples": (ks, 0), "vae": (vae, 0)})
+    return dec
+
+
+def _save_image(wf: Workflow, dec: Node, pos, prefix: str) -> Node:
+    save = wf.add("SaveImage", pos, filename_prefix=prefix, node_width=420)
+    wf.link(dec, "IMAGE", save, "images")
+    return save
+
+
 def _save_video(wf: Workflow, images, pos, prefix: str, fps: float) -> Node:
     node = wf.add("SaveAnimatedWEBP", pos, filename_prefix=prefix, fps=fps, lossless=False, quality=90,
                   method="default")
@@ -336,23 +376,14 @@ def flux1_dev(info: dict) -> dict:
     clip = wf.add("DualCLIPLoader", (40, 150), clip_name1="clip_l.safetensors", clip_name2="t5xxl_fp16.safetensors",
                   type="flux")
     vae = wf.add("VAELoader", (40, 330), vae_name="ae.safetensors")
-    pos = wf.add("CLIPTextEncode", (420, 0), title="Prompt",
-                 text="a red fox reading a newspaper in a sunlit cafe, film photograph, 35mm")
-    wf.link(clip, "CLIP", pos, "clip")
-    guid = wf.add("FluxGuidance", (420, 250), guidance=3.5)
-    wf.link(pos, "CONDITIONING", guid, "conditioning")
-    neg = wf.add("ConditioningZeroOut", (420, 370), title="Negative (unused by FLUX.1-dev)")
-    wf.link(pos, "CONDITIONING", neg, "conditioning")
+    guid, neg = _distilled_prompts(wf, clip, 420, 0, "a red fox reading a newspaper in a sunlit cafe, film photograph, "
+                                   "35mm", 3.5, "Negative (unused by FLUX.1-dev)")
     lat = wf.add("EmptySD3LatentImage", (420, 470), width=1024, height=1024, batch_size=1)
     sampler = dict(seed=42, steps=28, cfg=1.0, sampler_name="euler", scheduler="simple")
     app = otcache_stage(wf, 820, 0, (unet, 0), (guid, 0), (neg, 0), (lat, 0), sampler=sampler,
                         save_prefix="flux1-dev", speedup=3.0, vae=(vae, 0))
-    ks = wf.add("KSampler", (1700, 0), denoise=1.0, **sampler)
-    wf.wire(ks, {"model": (app, 0), "positive": (guid, 0), "negative": (neg, 0), "latent_image": (lat, 0)})
-    dec = wf.add("VAEDecode", (2080, 0))
-    wf.wire(dec, {"samples": (ks, 0), "vae": (vae, 0)})
-    save = wf.add("SaveImage", (2080, 120), filename_prefix="otcache/flux1-dev", node_width=420)
-    wf.link(dec, "IMAGE", save, "images")
+    dec = _sample_and_decode(wf, 1700, 0, (app, 0), guid, neg, lat, vae, sampler)
+    _save_image(wf, dec, (2080, 120), "otcache/flux1-dev")
     return wf.to_json()
 
 
@@ -371,21 +402,14 @@ def qwen_image(info: dict) -> dict:
     clip = wf.add("CLIPLoader", (40, 270), clip_name="qwen_2.5_vl_7b_fp8_scaled.safetensors", type="qwen_image",
                   device="default")
     vae = wf.add("VAELoader", (40, 430), vae_name="qwen_image_vae.safetensors")
-    pos = wf.add("CLIPTextEncode", (420, 0), title="Prompt",
-                 text='a hand-painted shop sign that reads "OTCache Bakery", warm morning light')
-    neg = wf.add("CLIPTextEncode", (420, 250), title="Negative prompt", text="")
-    wf.link(clip, "CLIP", pos, "clip")
-    wf.link(clip, "CLIP", neg, "clip")
+    pos, neg = _true_cfg_prompts(wf, clip, 420, 0, 250, 'a hand-painted shop sign that reads "OTCache Bakery", '
+                                 "warm morning light", "")
     lat = wf.add("EmptySD3LatentImage", (420, 480), width=1328, height=1328, batch_size=1)
     sampler = dict(seed=42, steps=50, cfg=2.5, sampler_name="euler", scheduler="simple")
     app = otcache_stage(wf, 820, 0, (shift, 0), (pos, 0), (neg, 0), (lat, 0), sampler=sampler,
                         save_prefix="qwen-image", speedup=3.0, vae=(vae, 0))
-    ks = wf.add("KSampler", (1700, 0), denoise=1.0, **sampler)
-    wf.wire(ks, {"model": (app, 0), "positive": (pos, 0), "negative": (neg, 0), "latent_image": (lat, 0)})
-    dec = wf.add("VAEDecode", (2080, 0))
-    wf.wire(dec, {"samples": (ks, 0), "vae": (vae, 0)})
-    save = wf.add("SaveImage", (2080, 120), filename_prefix="otcache/qwen-image", node_width=420)
-    wf.link(dec, "IMAGE", save, "images")
+    dec = _sample_and_decode(wf, 1700, 0, (app, 0), pos, neg, lat, vae, sampler)
+    _save_image(wf, dec, (2080, 120), "otcache/qwen-image")
     return wf.to_json()
 
 
@@ -402,21 +426,14 @@ def hunyuan_video(info: dict) -> dict:
     clip = wf.add("DualCLIPLoader", (40, 150), clip_name1="clip_l.safetensors",
                   clip_name2="llava_llama3_fp8_scaled.safetensors", type="hunyuan_video")
     vae = wf.add("VAELoader", (40, 330), vae_name="hunyuan_video_vae_bf16.safetensors")
-    pos = wf.add("CLIPTextEncode", (420, 0), title="Prompt",
-                 text="a paper boat drifting down a rain-soaked street at dusk, cinematic, slow camera pan")
-    wf.link(clip, "CLIP", pos, "clip")
-    guid = wf.add("FluxGuidance", (420, 250), guidance=6.0)
-    wf.link(pos, "CONDITIONING", guid, "conditioning")
-    neg = wf.add("ConditioningZeroOut", (420, 370), title="Negative (unused: guidance-distilled)")
-    wf.link(pos, "CONDITIONING", neg, "conditioning")
+    guid, neg = _distilled_prompts(wf, clip, 420, 0, "a paper boat drifting down a rain-soaked street at dusk, "
+                                   "cinematic, slow camera pan", 6.0, "Negative (unused: guidance-distilled)")
     lat = wf.add("EmptyHunyuanLatentVideo", (420, 470), width=848, height=480, length=73, batch_size=1)
     sampler = dict(seed=42, steps=30, cfg=1.0, sampler_name="euler", scheduler="simple")
     app = otcache_stage(wf, 820, 0, (unet, 0), (guid, 0), (neg, 0), (lat, 0), sampler=sampler,
                         save_prefix="hunyuan-video", speedup=2.5)
-    ks = wf.add("KSampler", (1700, 0), denoise=1.0, **sampler)
-    wf.wire(ks, {"model": (app, 0), "positive": (guid, 0), "negative": (neg, 0), "latent_image": (lat, 0)})
-    dec = wf.add("VAEDecodeTiled", (2080, 0), tile_size=256, overlap=64, temporal_size=64, temporal_overlap=8)
-    wf.wire(dec, {"samples": (ks, 0), "vae": (vae, 0)})
+    dec = _sample_and_decode(wf, 1700, 0, (app, 0), guid, neg, lat, vae, sampler, "VAEDecodeTiled", tile_size=256,
+                             overlap=64, temporal_size=64, temporal_overlap=8)
     _save_video(wf, (dec, 0), (2080, 260), "otcache/hunyuan-video", 24.0)
     return wf.to_json()
 
@@ -435,20 +452,13 @@ def wan21(info: dict) -> dict:
     clip = wf.add("CLIPLoader", (40, 270), clip_name="umt5_xxl_fp8_e4m3fn_scaled.safetensors", type="wan",
                   device="default")
     vae = wf.add("VAELoader", (40, 430), vae_name="wan_2.1_vae.safetensors")
-    pos = wf.add("CLIPTextEncode", (420, 0), title="Prompt",
-                 text="a hummingbird hovering over a bright orange flower, slow motion, shallow depth of field")
-    neg = wf.add("CLIPTextEncode", (420, 250), title="Negative prompt",
-                 text="blurry, low quality, static, distorted, watermark")
-    wf.link(clip, "CLIP", pos, "clip")
-    wf.link(clip, "CLIP", neg, "clip")
+    pos, neg = _true_cfg_prompts(wf, clip, 420, 0, 250, "a hummingbird hovering over a bright orange flower, slow "
+                                 "motion, shallow depth of field", WAN_NEGATIVE)
     lat = wf.add("EmptyHunyuanLatentVideo", (420, 480), width=832, height=480, length=33, batch_size=1)
     sampler = dict(seed=42, steps=50, cfg=6.0, sampler_name="uni_pc", scheduler="simple")
     app = otcache_stage(wf, 820, 0, (shift, 0), (pos, 0), (neg, 0), (lat, 0), sampler=sampler,
                         save_prefix="wan2.1-t2v-1.3b", speedup=2.5)
-    ks = wf.add("KSampler", (1700, 0), denoise=1.0, **sampler)
-    wf.wire(ks, {"model": (app, 0), "positive": (pos, 0), "negative": (neg, 0), "latent_image": (lat, 0)})
-    dec = wf.add("VAEDecode", (2080, 0))
-    wf.wire(dec, {"samples": (ks, 0), "vae": (vae, 0)})
+    dec = _sample_and_decode(wf, 1700, 0, (app, 0), pos, neg, lat, vae, sampler)
     _save_video(wf, (dec, 0), (2080, 120), "otcache/wan2.1", 16.0)
     return wf.to_json()
 
@@ -472,12 +482,8 @@ def wan22(info: dict) -> dict:
     clip = wf.add("CLIPLoader", (40, 560), clip_name="umt5_xxl_fp8_e4m3fn_scaled.safetensors", type="wan",
                   device="default")
     vae = wf.add("VAELoader", (40, 720), vae_name="wan_2.1_vae.safetensors")
-    pos = wf.add("CLIPTextEncode", (420, 560), title="Prompt",
-                 text="a vintage tram crossing a bridge in heavy snow, night, warm window light, camera follows")
-    neg = wf.add("CLIPTextEncode", (420, 810), title="Negative prompt",
-                 text="blurry, low quality, static, distorted, watermark")
-    wf.link(clip, "CLIP", pos, "clip")
-    wf.link(clip, "CLIP", neg, "clip")
+    pos, neg = _true_cfg_prompts(wf, clip, 420, 560, 810, "a vintage tram crossing a bridge in heavy snow, night, warm "
+                                 "window light, camera follows", WAN_NEGATIVE)
     lat = wf.add("EmptyHunyuanLatentVideo", (420, 1040), width=640, height=640, length=81, batch_size=1)
     steps, split = 20, 10
     sampler = dict(seed=42, steps=steps, cfg=3.5, sampler_name="euler", scheduler="simple")
@@ -531,21 +537,12 @@ def apply_saved(info: dict) -> dict:
                  **({"speedup": 3.0} if _has_widget(info, "OTCacheApply", "speedup") else {}))
     wf.wire(app, {"model": (unet, 0), "MODEL": (unet, 0), "reference": (load_ref, _schedule_output(load_ref)),
                   "anchor": (load_anc, _schedule_output(load_anc))})
-    pos = wf.add("CLIPTextEncode", (820, 520), title="Prompt",
-                 text="a lighthouse on a cliff in a storm, dramatic clouds, oil painting")
-    wf.link(clip, "CLIP", pos, "clip")
-    guid = wf.add("FluxGuidance", (820, 770), guidance=3.5)
-    wf.link(pos, "CONDITIONING", guid, "conditioning")
-    neg = wf.add("ConditioningZeroOut", (820, 890))
-    wf.link(pos, "CONDITIONING", neg, "conditioning")
+    guid, neg = _distilled_prompts(wf, clip, 820, 520, "a lighthouse on a cliff in a storm, dramatic clouds, oil "
+                                   "painting", 3.5, None)
     lat = wf.add("EmptySD3LatentImage", (1280, 520), width=1024, height=1024, batch_size=1)
-    ks = wf.add("KSampler", (1280, 0), seed=42, steps=50, cfg=1.0, sampler_name="euler", scheduler="simple",
-                denoise=1.0)
-    wf.wire(ks, {"model": (app, 0), "positive": (guid, 0), "negative": (neg, 0), "latent_image": (lat, 0)})
-    dec = wf.add("VAEDecode", (1660, 0))
-    wf.wire(dec, {"samples": (ks, 0), "vae": (vae, 0)})
-    save = wf.add("SaveImage", (1660, 120), filename_prefix="otcache/saved-schedule", node_width=420)
-    wf.link(dec, "IMAGE", save, "images")
+    sampler = dict(seed=42, steps=50, cfg=1.0, sampler_name="euler", scheduler="simple")
+    dec = _sample_and_decode(wf, 1280, 0, (app, 0), guid, neg, lat, vae, sampler)
+    _save_image(wf, dec, (1660, 120), "otcache/saved-schedule")
     return wf.to_json()
 
 
