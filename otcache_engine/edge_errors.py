@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -422,28 +422,15 @@ def global_weights(run: CalibrationRun, results: Mapping[Any, Any], max_gap: int
     Weight: ``mean|x_N^{(ij)} - x_N|`` (``/ ||x_N||_1`` when ``relative``). Sink edges are filled from the
     zero-call replay. Missing edges raise :class:`CalibrationError` unless ``allow_missing`` (then +inf).
     """
-    n = run.num_steps
-    ok = allowed_edges(n, max_gap, force_last)
-    res = _check_results(results)
     xn = run.latents[-1].double()
     scale = max(float(xn.abs().mean()), EPS) if relative else 1.0
-    num = np.zeros((n, n + 1))
-    missing = []
-    for i, j in _caching_edges(n, max_gap, force_last, None, include_sink=True):
-        if j == n:
-            num[i, j] = final_error(run, segment_mask(n, i, j), reuse) / scale
-            continue
-        if (i, j) not in res:
-            missing.append((i, j))
-            num[i, j] = np.inf
-            continue
-        val = _result_value(res[(i, j)], xn, f"result for edge ({i} -> {j})")
-        err = val if isinstance(val, float) else float((val - xn).abs().mean())
-        num[i, j] = err / scale
-    if missing and not allow_missing:
-        raise CalibrationError(f"{len(missing)} global edge result(s) missing, e.g. {missing[:3]}; run every job "
-                               f"of global_jobs() or pass allow_missing=True")
-    return _finish(num, ok)
+
+    def error(i: int, j: int, value: Any) -> float:
+        val = _result_value(value, xn, f"result for edge ({i} -> {j})")
+        return (val if isinstance(val, float) else float((val - xn).abs().mean())) / scale
+
+    return _assemble(run, results, max_gap, force_last, reuse, scale, error, allow_missing,
+                     "global edge result(s)", "global_jobs")
 
 
 def lookahead_weights(run: CalibrationRun, results: Mapping[Any, Any], max_gap: int, force_last: bool = True,
@@ -451,29 +438,39 @@ def lookahead_weights(run: CalibrationRun, results: Mapping[Any, Any], max_gap: 
     """Assemble look-ahead errors (algorithms §2.4): ``results[(i, j)] = f(x_hat_j, sigma_j)``, weight
     ``||f - v_j||_1 / ||v_j||_1``. Sink edges have no next output; they get the relative E1 (exact final
     error / ||x_N||_1) [O]."""
+    xn_scale = max(float(run.latents[-1].double().abs().mean()), EPS)
+
+    def error(i: int, j: int, value: Any) -> float:
+        vj = run.outputs[j].double()
+        val = _result_value(value, vj, f"result for edge ({i} -> {j})")
+        if isinstance(val, float):
+            return val
+        return float((val - vj).abs().mean()) / max(float(vj.abs().mean()), EPS)
+
+    return _assemble(run, results, max_gap, force_last, reuse, xn_scale, error, allow_missing,
+                     "look-ahead result(s)", "lookahead_jobs")
+
+
+def _assemble(run: CalibrationRun, results: Mapping[Any, Any], max_gap: int, force_last: bool, reuse: str,
+              sink_scale: float, error: Callable[[int, int, Any], float], allow_missing: bool, what: str,
+              jobs: str) -> np.ndarray:
+    """The weight matrix from per-edge host results; sink edges come from the zero-call replay."""
     n = run.num_steps
     ok = allowed_edges(n, max_gap, force_last)
     res = _check_results(results)
     num = np.zeros((n, n + 1))
     missing = []
-    xn_scale = max(float(run.latents[-1].double().abs().mean()), EPS)
     for i, j in _caching_edges(n, max_gap, force_last, None, include_sink=True):
         if j == n:
-            num[i, j] = final_error(run, segment_mask(n, i, j), reuse) / xn_scale
-            continue
-        if (i, j) not in res:
+            num[i, j] = final_error(run, segment_mask(n, i, j), reuse) / sink_scale
+        elif (i, j) in res:
+            num[i, j] = error(i, j, res[(i, j)])
+        else:
             missing.append((i, j))
             num[i, j] = np.inf
-            continue
-        vj = run.outputs[j].double()
-        val = _result_value(res[(i, j)], vj, f"result for edge ({i} -> {j})")
-        if isinstance(val, float):
-            num[i, j] = val
-        else:
-            num[i, j] = float((val - vj).abs().mean()) / max(float(vj.abs().mean()), EPS)
     if missing and not allow_missing:
-        raise CalibrationError(f"{len(missing)} look-ahead result(s) missing, e.g. {missing[:3]}; run every job "
-                               f"of lookahead_jobs() or pass allow_missing=True")
+        raise CalibrationError(f"{len(missing)} {what} missing, e.g. {missing[:3]}; run every job "
+                               f"of {jobs}() or pass allow_missing=True")
     return _finish(num, ok)
 
 
