@@ -46,6 +46,7 @@ import sampling  # noqa: E402
 import tiny_models as tm  # noqa: E402
 from otcache_pack.nodes.patcher import PatchOptions, patch_model  # noqa: E402
 from otcache_pack.otcache_engine import Schedule  # noqa: E402
+from otcache_pack.otcache_engine.runtime.reuse import NAMES as REUSE_OPERATORS  # noqa: E402
 
 SPEEDUPS = (2, 3, 4)
 
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--pairs", type=int, default=10, help="back-to-back run pairs for the overhead figure")
     p.add_argument("--cfg", type=float, default=3.0)
-    p.add_argument("--reuse", default="residual", choices=["residual", "output", "omnicache"])
+    p.add_argument("--reuse", default="residual", choices=list(REUSE_OPERATORS))
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: on a shared machine OpenMP threads waiting for each other "
                         "make every op several times slower and the figures meaningless; 0 = torch's default)")

@@ -25,7 +25,6 @@ from .reuse import CacheEntry, ReuseOperator, make_reuse
 from .step_plan import StepPlan
 
 
-
 class Decision(NamedTuple):
     """compute: run the transformer; step: the run step (None for an empty plan);
     store: keep what a computed call produces (False when caching is off)."""

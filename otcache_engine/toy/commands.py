@@ -10,6 +10,7 @@ import importlib
 from pathlib import Path
 
 from ..cli import Command, register
+from ..runtime.reuse import NAMES as REUSE_OPERATORS
 
 BUNDLED = Path(__file__).with_name("weights") / "toy_dit.safetensors"
 THREADS_HELP = ("torch CPU threads (default 1: the model is tiny, so one thread is about as fast, and on a busy "
@@ -28,7 +29,7 @@ def _demo_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the anchor search")
     p.add_argument("--weights", type=Path, default=BUNDLED, help="toy model weights (default: bundled)")
     p.add_argument("--no-lpips", action="store_true", help="skip LPIPS even if its weights exist")
-    p.add_argument("--reuse", default="residual", choices=["residual", "output", "omnicache"],
+    p.add_argument("--reuse", default="residual", choices=list(REUSE_OPERATORS),
                    help="what a skipped step reuses: block-stack residual (default), the output, or the "
                         "gamma-corrected output extrapolation")
     p.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder (default outputs/demo)")
@@ -46,7 +47,7 @@ def _bench_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights", type=Path, default=BUNDLED)
     p.add_argument("--no-lpips", action="store_true")
-    p.add_argument("--reuse", default="residual", choices=["residual", "output", "omnicache"],
+    p.add_argument("--reuse", default="residual", choices=list(REUSE_OPERATORS),
                    help="reuse operator of the static schedules (uniform, MagCache, graph, OTCache, direct) and of "
                         "the searches (default residual)")
     p.add_argument("--out", type=Path, default=Path("docs/results"),

@@ -17,12 +17,11 @@ import argparse
 import json
 from pathlib import Path
 
-
-from .threads import with_threads
 from .. import schedule_io
 from . import method
 from .harness import Scorer, Toy, make_pairs, objective_metric, record, run_full, run_schedule
 from .report import Progress, Row, labelled_grid, markdown_table, schedule_figure, stack_vertically, text_table
+from .threads import with_threads
 
 CALIBRATION_CLASSES = (0, 4, 8, 9)           # red circle, green square, blue triangle, red cross
 EVALUATION_CLASSES = tuple(c for c in range(12) if c not in CALIBRATION_CLASSES)
