@@ -28,7 +28,7 @@ Block = Callable[[dict, dict], dict]
 class CallState:
     """One diffusion-model call: the decision, its streams, and what the blocks hand to each other."""
 
-    __slots__ = ("d", "uuids", "reuse", "forced", "residual", "h_in", "reached", "boundary")
+    __slots__ = ("d", "uuids", "reuse", "forced", "residual", "h_in", "reached", "boundary", "pending")
 
     def __init__(self, d: Any, uuids: list, reuse: bool) -> None:
         self.d = d
@@ -39,6 +39,14 @@ class CallState:
         self.h_in: torch.Tensor | None = None
         self.reached = False
         self.boundary: torch.Tensor | None = None
+        self.pending: Callable[[], Any] | None = None   # work skipped for a reuse, owed if it computes
+
+    def compute_anyway(self) -> None:
+        """The step was to reuse but no cache fits: compute it, after what was skipped for the reuse."""
+        self.reuse, self.forced = False, True
+        if self.pending is not None:
+            self.pending()
+            self.pending = None
 
 
 def _call_of(args: dict) -> tuple[Any, CallState | None]:
@@ -78,7 +86,7 @@ def make_block_patch(token: object, inner: Block | None, *, first: bool, last: b
                 if call.reuse:
                     r = run.session.predict_batch(call.uuids, call.d, tuple(img.shape), img.device)
                     if r is None:
-                        call.reuse, call.forced = False, True
+                        call.compute_anyway()
                     else:
                         call.residual = r
                 if not call.reuse and call.d.store:

@@ -10,6 +10,8 @@
 - a ``patches_replace["dit"]`` replacement on every block index, wrapping any
   replacement already on the clone (it is called on computed steps, never
   dropped).
+- for Chroma, a PatcherInjection that trims its modulation network on reused
+  steps (``modulation_trim``); ComfyUI ejects it whenever the clone is detached.
 
 No model forward is copied, nothing is monkey-patched, nothing is stored on the
 shared diffusion model: the only thing in ``model_options`` is an immutable
@@ -35,6 +37,7 @@ from ..otcache_engine.runtime import CacheSession, StepPlan, make_reuse
 from ..otcache_engine.runtime.reuse import NAMES as REUSE_OPERATORS, ReuseOperator, with_space
 from .block_patch import RUN_KEY, CallState, is_ours, make_block_patch, unwrap
 from .families import IMG_FIRST, TXT_FIRST, FamilySpec, detect_family
+from .modulation_trim import add_trim, current_call, remove_trim
 from .schedule_source import ScheduleSource
 
 CONFIG_KEY = "otcache"
@@ -122,6 +125,8 @@ def patch_model(model: Any, schedule_source: Schedule | ScheduleSource | None = 
     m.model_options["transformer_options"] = to
     _add_wrappers(m, generic=not spec.block_caching)
     _add_block_patches(m, cfg, spec, blocks)
+    if blocks:
+        add_trim(m, spec.name)
     _announce(cfg)
     return m
 
@@ -168,6 +173,7 @@ def _remove_previous(m: Any, quiet: bool = False) -> None:
     for kind in (pe.WrappersMP.OUTER_SAMPLE, pe.WrappersMP.CALC_COND_BATCH, pe.WrappersMP.DIFFUSION_MODEL,
                  pe.WrappersMP.APPLY_MODEL):
         m.remove_wrappers_with_key(kind, WRAPPER_KEY)
+    remove_trim(m)
     to = dict(to)
     to.pop(CONFIG_KEY, None)
     pr = dict(to.get("patches_replace", {}))
@@ -251,9 +257,11 @@ class RunState:
         if self.output_space:
             return self._output_call(executor, args, kwargs, x, uuids, d)
         call = self.call = CallState(d, uuids, reuse=not d.compute)
+        token = current_call.set(call)
         try:
             out = executor(*args, **kwargs)
         finally:
+            current_call.reset(token)
             self.call = None
         if call.reached:
             s.note_call(not call.reuse, call.forced, d)
