@@ -43,6 +43,9 @@ def test_comfy_registry_fields():
     for key in ("PublisherId", "DisplayName", "Icon", "requires-comfyui"):
         assert comfy.get(key), key
     assert comfy["requires-comfyui"].startswith(">=0.3.")
+    # the icon URL points into this repository's main branch: the file must ship
+    icon = comfy["Icon"].split("/main/", 1)
+    assert len(icon) == 2 and (ROOT / icon[1]).is_file(), comfy["Icon"]
 
 
 def test_web_directory_holds_only_frontend_modules():
