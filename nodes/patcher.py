@@ -34,7 +34,7 @@ import torch
 from ..otcache_engine import Schedule
 from ..otcache_engine.errors import OTCacheError
 from ..otcache_engine.runtime import CacheSession, StepPlan, make_reuse
-from ..otcache_engine.runtime.reuse import NAMES as REUSE_OPERATORS, ReuseOperator, with_space
+from ..otcache_engine.runtime.reuse import NAMES as REUSE_NAMES, ReuseOperator, with_space
 from .block_patch import RUN_KEY, CallState, is_ours, make_block_patch, unwrap
 from .families import IMG_FIRST, TXT_FIRST, FamilySpec, detect_family
 from .modulation_trim import add_trim, current_call, remove_trim
@@ -43,7 +43,6 @@ from .schedule_source import ScheduleSource
 CONFIG_KEY = "otcache"
 WRAPPER_KEY = "otcache"
 CACHE_DEVICES = ("auto", "compute device", "cpu offload")
-REUSE_NAMES = REUSE_OPERATORS
 _COMPILE_KEY = "torch.compile"
 _BLOCK_PATCH_KEYS = ("double_block", "single_block")
 
