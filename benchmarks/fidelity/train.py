@@ -1,0 +1,154 @@
+"""Train a benchmark model: ``python -m benchmarks.fidelity.train --family wan21|flux [--steps N]``.
+
+The recipe, seeded end to end (same torch version and thread count -> same weights):
+
+- data: the procedural shapes of ``toy.data`` (12 prompts = colour x shape, 32x32 RGB), as exact latents
+  (``codec``), prompts as frozen word embeddings (``prompts``), 10 % of prompts dropped to the empty prompt
+  so that one network gives both CFG branches;
+- noise levels: t logit-normal(0, 1), mapped through the family's own ComfyUI ``model_sampling`` (Wan:
+  shift 8, FLUX.1-schnell: shift 1.0), so training sees the noise levels sampling will visit ("shifted");
+  or, for a model that is sampled at a shift it was not trained at, t used as sigma directly ("plain");
+- loss: rectified-flow velocity ``noise - x0``, computed through ComfyUI's ``BaseModel.apply_model`` (the
+  code path sampling uses, timestep scaling and conditioning included);
+- AdamW (lr 1e-3, betas 0.9/0.99), warm-up then cosine to 5 %, batch 32, gradient clipping at 1, EMA 0.998
+  (the EMA weights are saved, as float16).
+
+ComfyUI's blocks update some activations in place (``x += ...``), which autograd refuses for tensors it saved;
+a saved-tensor hook keeps a private copy of each, so the forward is ComfyUI's own, unchanged.
+
+Writes ``weights/<family>_shapes.safetensors`` (the diffusion model's state dict, as UNETLoader reads it),
+``<family>_shapes.json`` (config, recipe, training record) and ``<family>_shapes.png`` (a sample grid).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from . import codec, host, prompts, setups
+from otcache_pack.otcache_engine.toy import data
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warm-up then cosine decay to 5 % of the peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _keep_copy(t: torch.Tensor) -> torch.Tensor:
+    return t.clone()
+
+
+def noise_levels(model, b: int, g: torch.Generator, noise: str) -> torch.Tensor:
+    """Training sigmas: t logit-normal(0, 1), through the model's own shift ("shifted") or as is ("plain")."""
+    t = torch.sigmoid(torch.randn(b, generator=g))
+    if noise == "plain":
+        return t.clamp(1e-3, 1.0)
+    ms = model.model_sampling
+    return ms.sigma(ms.timestep(t)).float().clamp(1e-3, 1.0)
+
+
+def velocity_loss(model, setup: setups.Setup, images: torch.Tensor, labels: torch.Tensor, g: torch.Generator,
+                  noise_mode: str = "shifted", p_uncond: float = 0.1) -> torch.Tensor:
+    b = images.shape[0]
+    x0 = codec.encode_internal(images, setup.video)
+    sigma = noise_levels(model, b, g, noise_mode)
+    noise = torch.randn(x0.shape, generator=g)
+    drop = torch.rand(b, generator=g) < p_uncond
+    indices = [None if d else int(y) for d, y in zip(drop.tolist(), labels.tolist())]
+    extra = {"y": prompts.pooled(indices)} if setup.pooled else {}
+    s = sigma.view((b,) + (1,) * (x0.ndim - 1))
+    x_t = (1 - s) * x0 + s * noise
+    with torch.autograd.graph.saved_tensors_hooks(_keep_copy, _keep_copy):
+        denoised = model.apply_model(x_t, sigma, c_crossattn=prompts.context(indices), **extra)
+    return ((x_t - denoised) / s - (noise - x0)).square().mean()
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm, 1 - decay)
+
+
+def train(setup: setups.Setup, steps: int, batch_size: int, lr: float, seed: int, max_minutes: float,
+          log_every: int = 100) -> tuple[torch.nn.Module, dict]:
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    model = setups.new_model(setup)
+    net = model.diffusion_model
+    net.train()
+    ema = copy.deepcopy(net).requires_grad_(False)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
+    start, cpu0, losses, done = time.perf_counter(), time.process_time(), [], 0
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, steps, lr, warmup=min(200, steps // 10 + 1))
+        images, labels = data.batch(batch_size, g)
+        loss = velocity_loss(model, setup, images, labels, g, setup.train_noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        ema_update(ema, net, decay=min(0.998, (1 + step) / (10 + step)))
+        losses.append(loss.item())
+        done = step + 1
+        elapsed = time.perf_counter() - start
+        if done % log_every == 0 or done == steps:
+            recent = sum(losses[-log_every:]) / len(losses[-log_every:])
+            print(f"[train {setup.name}] step {done}/{steps}  loss {recent:.4f}  {elapsed / 60:.1f} min wall, "
+                  f"{(time.process_time() - cpu0) / 60:.1f} min CPU", flush=True)
+        if elapsed > 60 * max_minutes:
+            print(f"[train {setup.name}] wall-time limit of {max_minutes} min reached at step {done}", flush=True)
+            break
+    record = {"steps_done": done, "steps_planned": steps, "batch_size": batch_size, "peak_lr": lr, "seed": seed,
+              "wall_minutes": round((time.perf_counter() - start) / 60, 2),
+              "cpu_minutes": round((time.process_time() - cpu0) / 60, 2), "threads": torch.get_num_threads(),
+              "final_loss": round(sum(losses[-200:]) / len(losses[-200:]), 5), "torch": torch.__version__,
+              "comfyui": host.COMFY_VERSION}
+    return ema.eval(), record
+
+
+def save(setup: setups.Setup, net: torch.nn.Module, record: dict) -> Path:
+    from safetensors.torch import save_file
+
+    setup.weights.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in net.state_dict().items()}
+    save_file(tensors, str(setup.weights), metadata={"format": "otcache.fidelity_model", "family": setup.name})
+    meta = {"family": setup.name, "train_noise": setup.train_noise, "comfy_config": setup.config_name, "unet_config": setup.unet_config,
+            "sampler": {"sampler": setup.sampler, "scheduler": setup.scheduler, "cfg": setup.cfg},
+            "prompts": [prompts.prompt_text(i) for i in range(prompts.NUM_PROMPTS)],
+            "recipe": __doc__.split("The recipe", 1)[1].split("Writes", 1)[0].strip(),
+            "data": data.__doc__.strip(), "training": record}
+    setup.record.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return setup.weights
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--family", choices=sorted(setups.SETUPS), required=True)
+    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-minutes", type=float, default=15.0, help="safety stop (the step count is the budget)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    setup = setups.SETUPS[args.family]
+    net, record = train(setup, args.steps, args.batch_size, args.lr, args.seed, args.max_minutes)
+    path = save(setup, net, record)
+    print(f"[train {setup.name}] saved {path} ({path.stat().st_size / 2**20:.2f} MiB) after "
+          f"{record['wall_minutes']} min")
+    from .grid import save_grid
+    print(f"[train {setup.name}] sample grid: {save_grid(setup)}")
+
+
+if __name__ == "__main__":
+    main()
