@@ -359,9 +359,31 @@ def global_jobs(num_steps: int, max_gap: int, force_last: bool = True,
             for i, j in _caching_edges(num_steps, max_gap, force_last, gaps, include_sink=False)]
 
 
-def hybrid_jobs(num_steps: int, force_last: bool = True) -> list[EdgeJob]:
-    """Global tail re-runs of the gap-2 edges ``(j-2 -> j)`` only (algorithms §2.6)."""
-    return global_jobs(num_steps, 2, force_last, gaps={2}) if num_steps >= 3 else []
+HYBRID_PROBES = 8   # landing steps at which hybrid calibration measures the amplification
+
+
+def probe_steps(num_steps: int, count: int | None = HYBRID_PROBES) -> tuple[int, ...]:
+    """Landing steps ``j`` of the gap-2 probes of hybrid calibration: ``count`` evenly spread over
+    ``2 .. N-1`` (every one of them when ``count`` is None or covers them all). The amplification varies
+    slowly with ``j`` (it is smoothed anyway), so a few probes measure it for a fraction of the calls."""
+    last = num_steps - 1
+    if last < 2:
+        return ()
+    every = tuple(range(2, last + 1))
+    if count is None or count >= len(every):
+        return every
+    if count < 2:
+        raise CalibrationError(f"hybrid calibration needs at least 2 probes, got {count}")
+    return tuple(sorted({int(round(v)) for v in np.linspace(2, last, count)}))
+
+
+def hybrid_jobs(num_steps: int, force_last: bool = True, probes: int | None = HYBRID_PROBES) -> list[EdgeJob]:
+    """Global tail re-runs of the gap-2 edges ``(j-2 -> j)`` at the probe steps (algorithms §2.6); ``probes``
+    None re-runs every one of them."""
+    if num_steps < 3:
+        return []
+    at = set(probe_steps(num_steps, probes))
+    return [job for job in global_jobs(num_steps, 2, force_last, gaps={2}) if job.j in at]
 
 
 def lookahead_jobs(num_steps: int, max_gap: int, force_last: bool = True) -> list[EdgeJob]:
@@ -490,13 +512,15 @@ def moving_median(values: Sequence[float], width: int = 5) -> np.ndarray:
 
 
 def hybrid_alpha(local: np.ndarray, global_gap2: np.ndarray | Mapping[int, float], width: int = 5) -> np.ndarray:
-    """Per-landing-step amplification ``alpha_j = w_glob(j-2, j) / w_loc(j-2, j)`` smoothed by a moving
-    median of ``width`` over ``j`` (algorithms §2.6). ``global_gap2`` is a global weight matrix (only its
-    gap-2 entries are read) or ``{j: w_glob(j-2, j)}``. Returns an array of length N+1 (index j); entries
-    without data take the median of the others (1 if there is none)."""
+    """Per-landing-step amplification ``alpha_j = w_glob(j-2, j) / w_loc(j-2, j)`` (algorithms §2.6).
+
+    ``global_gap2`` is a global weight matrix (only its gap-2 entries are read) or ``{j: w_glob(j-2, j)}``,
+    measured at every ``j`` or at a few probe steps. Measured at every step, the values are smoothed by a
+    moving median of ``width``; probes a few steps apart are each already a local estimate and are used as
+    they are. In between, ``log alpha`` is interpolated linearly (constant beyond the ends). Returns an
+    array of length N+1 (index j); 1 when nothing was measured."""
     w = _check_matrix(local, "local weights")
     n = w.shape[0]
-    alpha = np.full(n + 1, np.nan)
     if isinstance(global_gap2, Mapping):
         glob = {int(j): float(val) for j, val in global_gap2.items()}
     else:
@@ -504,16 +528,18 @@ def hybrid_alpha(local: np.ndarray, global_gap2: np.ndarray | Mapping[int, float
         if g.shape != w.shape:
             raise CalibrationError(f"global weights have shape {g.shape}, local weights {w.shape}")
         glob = {j: float(g[j - 2, j]) for j in range(2, n + 1)}
+    js, values = [], []
     for j in range(2, n + 1):
-        gv = glob.get(j)
-        lv = w[j - 2, j]
-        if gv is None or not math.isfinite(gv) or not math.isfinite(lv) or lv <= EPS:
+        gv, lv = glob.get(j), w[j - 2, j]
+        if gv is None or not math.isfinite(gv) or not math.isfinite(lv) or lv <= EPS or gv < 0:
             continue
-        alpha[j] = gv / lv
-    sm = moving_median(alpha, width)
-    fill = np.nanmedian(sm) if np.isfinite(sm).any() else 1.0
-    sm[np.isnan(sm)] = fill
-    return sm
+        js.append(j)
+        values.append(max(gv / lv, EPS))
+    if not js:
+        return np.ones(n + 1)
+    dense = js == list(range(js[0], js[-1] + 1))
+    smooth = moving_median(values, width) if dense else np.asarray(values)
+    return np.exp(np.interp(np.arange(n + 1), js, np.log(smooth)))
 
 
 def hybrid_weights(local: np.ndarray, global_gap2: np.ndarray | Mapping[int, float], width: int = 5) -> np.ndarray:

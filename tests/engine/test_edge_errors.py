@@ -214,11 +214,18 @@ def test_global_job_counts_match_spec_table(L, edges, calls):
 
 
 def test_hybrid_job_count():
-    jobs = ee.hybrid_jobs(50)
-    assert len(jobs) == 48 and ee.total_model_calls(jobs) == 1176
-    assert all(j.gap == 2 for j in jobs)
-    assert len(ee.hybrid_jobs(50, force_last=False)) == 48      # the free sink edge is not a job
+    every = ee.hybrid_jobs(50, probes=None)
+    assert len(every) == 48 and ee.total_model_calls(every) == 1176
+    assert all(j.gap == 2 for j in every)
+    assert len(ee.hybrid_jobs(50, force_last=False, probes=None)) == 48   # the free sink edge is not a job
     assert ee.hybrid_jobs(2) == []
+    probed = ee.hybrid_jobs(50)                                  # the default: 8 probes spread over 2..49
+    assert [j.j for j in probed] == list(ee.probe_steps(50)) and len(probed) == ee.HYBRID_PROBES
+    assert probed[0].j == 2 and probed[-1].j == 49 and all(j.gap == 2 for j in probed)
+    assert ee.total_model_calls(probed) == sum(50 - j.j for j in probed) < 1176 / 3
+    assert ee.probe_steps(9) == tuple(range(2, 9))              # few steps: every landing step is probed
+    with pytest.raises(CalibrationError, match="at least 2 probes"):
+        ee.probe_steps(50, 1)
 
 
 def _host_tail(run, model, job, reuse="output"):
@@ -332,6 +339,10 @@ def test_hybrid_weights():
     alpha = ee.hybrid_alpha(local, mapping)
     assert alpha[6] == pytest.approx(2.0) and alpha[11] == pytest.approx(2.0)
     assert ee.hybrid_alpha(local, {})[5] == 1.0                # no data: alpha = 1
+    # sparse probes: log-linear between them, constant beyond the ends
+    sparse = ee.hybrid_alpha(local, {3: 2.0 * local[1, 3], 7: 8.0 * local[5, 7]})
+    assert sparse[3] == pytest.approx(2.0) and sparse[7] == pytest.approx(8.0)
+    assert sparse[5] == pytest.approx(4.0) and sparse[2] == pytest.approx(2.0) and sparse[11] == pytest.approx(8.0)
     with pytest.raises(CalibrationError, match="shape"):
         ee.hybrid_weights(local, np.zeros((3, 4)))
     with pytest.raises(CalibrationError, match=r"\(N, N\+1\)"):
