@@ -27,21 +27,20 @@ from ..otcache_engine import Schedule
 from ..otcache_engine.anchor_search import AnchorConfig, search_anchor
 from ..otcache_engine.errors import OTCacheError
 from ..otcache_engine.metrics import Perceptual, perceptual_metric
-from .calibrate_node import parse_seeds, sampler_inputs
+from ..otcache_engine.runtime import compat
+from . import ladder
+from .calibrate_node import CalibrationPair, calibration_pairs, default_anchor_budget, parse_seeds, sampler_inputs
 from .calibration_data import CalibrationData
+from .judge import Judge
 from .preview import plot_payload, ui_output
 from .provenance import model_hash, run_provenance
-from .run_sampling import Progress, SamplerSettings, interruptible, run_sigmas, sample, uncached
+from .reuse_choice import AUTO, DEFAULT, resolve as resolve_operator
+from .run_sampling import Progress, SamplerSettings, run_sigmas, uncached
 from .schedule_nodes import CalibrationType, ScheduleType, clean_name
 
 log = logging.getLogger("otcache")
 
-REUSE_CHOICES = ("residual", "output")
-
-
-def default_anchor_budget(num_steps: int) -> int:
-    """About N/5 (10 for 50 steps, 6 for 28): OTCache's 'extreme low budget'."""
-    return max(2, round(num_steps / 5))
+REUSE_CHOICES = ("residual", "output", "omnicache")
 
 
 # --- storage -------------------------------------------------------------------------------
@@ -97,42 +96,37 @@ def conditioning_id(positive: Any, negative: Any) -> str:
     return h.hexdigest()[:12]
 
 
-class Judge:
-    """The uncached outputs of every pair (computed once) and the metric that compares a trial with them."""
-
-    def __init__(self, model: Any, s: SamplerSettings, seeds: list[int], vae: Any, metric: Perceptual):
-        self.model, self.s, self.seeds, self.vae, self.metric = model, s, seeds, vae, metric
-        self.refs: list[torch.Tensor] = []
-        self.extra: dict[int, dict[str, float]] = {}
-
-    def output(self, latent: torch.Tensor) -> torch.Tensor:
-        if self.metric.on == "latent" or self.vae is None:
-            return latent.float().cpu()
-        return self.vae.decode(latent).float().cpu()
-
-    def prepare(self, progress: Progress) -> None:
-        base = interruptible(self.model)
-        for seed in self.seeds:
-            self.refs.append(self.output(sample(base, self.s, seed, lambda *a: progress.step())))
-
-    def score(self, schedule: Schedule, pair: int, reuse: str) -> float:
-        from .patcher import cached_model
-        m = interruptible(cached_model(self.model, schedule, reuse=reuse))
-        out = self.output(sample(m, self.s, self.seeds[pair]))
-        return self.metric(out, self.refs[pair])
+def judged_pairs(s: SamplerSettings, seeds: list[int], calibration: CalibrationData | None,
+                 own_seeds: bool) -> tuple[list[CalibrationPair], str]:
+    """The pairs every trial is judged on, and why: the calibration's own (prompt, seed) pairs when it was
+    made with these sampler settings and no search seeds were asked for, else this node's prompt x seeds."""
+    if calibration is not None and calibration.pairs and not own_seeds:
+        theirs = calibration.pairs[0].settings
+        same = (theirs.steps, theirs.cfg, theirs.sampler_name, theirs.scheduler, theirs.denoise,
+                theirs.latent_shape) == (s.steps, s.cfg, s.sampler_name, s.scheduler, s.denoise, s.latent_shape)
+        if same:
+            return list(calibration.pairs), "the calibration's prompts and seeds"
+        return calibration_pairs(s, seeds), "this node's prompt and seed (the calibration used other sampler " \
+                                           "settings)"
+    return calibration_pairs(s, seeds), "this node's prompt and seed(s)"
 
 
 # --- the search ----------------------------------------------------------------------------
 
 def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds: list[int], budget: int = 0,
                   trials: int = 64, search_seed: int = 0, storage: str = "", vae: Any = None,
-                  calibration: CalibrationData | None = None, reuse: str = "residual", max_gap: int = 0,
-                  metric: Perceptual | None = None) -> tuple[Schedule, dict[str, Any]]:
-    """Run or resume the anchor search; returns the anchor and a summary for the UI."""
+                  calibration: CalibrationData | None = None, reuse: str = AUTO, gamma: float = 0.5,
+                  max_gap: int = 0, metric: Perceptual | None = None, own_seeds: bool = False,
+                  validate: bool = True) -> tuple[Schedule, dict[str, Any]]:
+    """Run or resume the anchor search; returns the anchor and a summary for the UI.
+
+    Trials are judged on the calibration's (prompt, seed) pairs when a calibration made with the same sampler
+    settings is connected (``own_seeds`` False): an anchor fitted to one seed does not carry to others.
+    """
     import comfy.model_management
 
-    if reuse not in REUSE_CHOICES:
-        raise OTCacheError(f"reuse must be one of {list(REUSE_CHOICES)}, got {reuse!r}")
+    if reuse not in (AUTO,) + REUSE_CHOICES:
+        raise OTCacheError(f"reuse must be one of {[AUTO, *REUSE_CHOICES]}, got {reuse!r}")
     if not isinstance(reference, Schedule):
         raise OTCacheError("connect a reference schedule (from OTCache Calibrate or Load Schedule)")
     base = uncached(model)
@@ -143,37 +137,50 @@ def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds:
     if k >= ref_k:
         raise OTCacheError(f"anchor budget {k} must be below the reference's {ref_k} computed steps "
                            f"(the anchor is the extreme low end); lower it or use a richer reference")
+    pairs, judged_on = judged_pairs(s, seeds, calibration, own_seeds)
+    op, _ = resolve_operator(reuse, gamma, reference)
     metric = metric or perceptual_metric(has_decoder=vae is not None,
                                          device=comfy.model_management.get_torch_device())
     key = model_hash(base)
     prov = run_provenance(base, steps=n, sampler=s.sampler_name, scheduler=s.scheduler,
                           latent_shape=s.latent_shape, sigmas=sigmas.tolist(), cfg=s.cfg, denoise=s.denoise)
-    context = {"seeds": seeds, "sampler": s.sampler_name, "scheduler": s.scheduler, "cfg": s.cfg,
-               "denoise": s.denoise, "latent": list(s.latent_shape), "reuse": reuse,
-               "cond": conditioning_id(s.positive, s.negative), "grid": prov.get("sigma_grid")}
-    cfg = AnchorConfig(num_steps=n, budget=k, n_pairs=len(seeds), n_trials=int(trials), seed=int(search_seed),
+    context = {"pairs": [[conditioning_id(p.settings.positive, p.settings.negative), p.seed] for p in pairs],
+               "sampler": s.sampler_name, "scheduler": s.scheduler, "cfg": s.cfg, "denoise": s.denoise,
+               "latent": list(s.latent_shape), "reuse": op.reuse, "gamma": op.gamma,
+               "grid": prov.get("sigma_grid"), "reference": [reference.num_steps, list(reference.compute_steps)],
+               "calibration": calibration.id if calibration is not None else None}
+    cfg = AnchorConfig(num_steps=n, budget=k, n_pairs=len(pairs), n_trials=int(trials), seed=int(search_seed),
                        max_gap=max_gap or None, metric=metric.name, sigmas=tuple(sigmas.tolist()),
-                       provenance={**prov, "source": "anchor-search", "reuse": reuse, "seeds": list(seeds),
+                       provenance={**prov, "source": "anchor-search", "reuse": op.reuse, "gamma": op.gamma,
+                                   "seeds": list(seeds), "pairs": len(pairs), "judged_on": judged_on,
                                    "reference_budget": reference.budget})
     where = resolve_storage(storage, key, n, k)
     graph = calibration.graph_schedule(k, cfg.gap) if calibration is not None and calibration.num_steps == n \
         else None
-    log.info("[OTCache] Anchor Search: K=%d of N=%d, %d trial(s) in total, %d pair(s), metric %s, storage %s",
-             k, n, cfg.n_trials, len(seeds), metric.name, where)
-    progress = Progress(len(seeds) * n)
-    judge = Judge(base, s, seeds, vae, metric)
+    log.info("[OTCache] Anchor Search: K=%d of N=%d, %d trial(s) in total, %d pair(s) (%s), metric %s, storage %s",
+             k, n, cfg.n_trials, len(pairs), judged_on, metric.name, where)
+    progress = Progress(len(pairs) * n)
+    judge = Judge(base, pairs, metric, vae)
     judge.prepare(progress)
     progress.set(0, cfg.n_trials)
-    anchor = search_anchor(lambda sch, p: judge.score(sch, p, reuse), cfg, where, model_key=key, context=context,
-                           reference=reference, graph=graph,
+    anchor = search_anchor(lambda sch, p: judge.score(sch, p, op), cfg, where, model_key=key,
+                           context=context, reference=reference, graph=graph,
                            progress=lambda done, total, best: progress.set(done, total),
                            propagate=(comfy.model_management.InterruptProcessingException,))
     if metric.warning:
         anchor = anchor.with_provenance(metric_warning=metric.warning)
+    checked = ""
+    if validate:
+        ref_n = reference if reference.num_steps == n else compat.retarget_full(reference, n)
+        progress.set(0, ladder.calls(ref_n, anchor, len(pairs)))
+        steps = ladder.build(judge, ref_n, anchor, calibration, op, progress.step)
+        anchor = anchor.with_provenance(ladder=steps)
+        checked = ladder.summary(steps)
+        log.info("[OTCache] Anchor Search: %s", checked)
     summary = {"best_score": anchor.provenance["score"], "trials": anchor.provenance["trials"],
                "metric": metric.name, "warning": metric.warning, "study": anchor.provenance["study"],
-               "storage": anchor.provenance["storage"], "budget": k, "steps": n,
-               "graph_warm_start": graph is not None}
+               "storage": anchor.provenance["storage"], "budget": k, "steps": n, "pairs": len(pairs),
+               "judged_on": judged_on, "graph_warm_start": graph is not None, "validation": checked}
     return anchor, summary
 
 
@@ -204,8 +211,10 @@ class AnchorSearch(io.ComfyNode):
                                      "with the same storage continues up to this number. Each trial costs at "
                                      "most K full model calls per search seed (memoised repeats are free)."),
                 io.String.Input("search_seeds", default="",
-                                tooltip="Seeds every trial is judged on besides 'seed' ('0, 1' or 'x2'). "
-                                        "More seeds = a more general anchor, proportionally slower trials."),
+                                tooltip="Empty: every trial is judged on the connected calibration's prompts and "
+                                        "seeds (or on 'seed' alone without one). Seeds here ('0, 1' or 'x2') "
+                                        "judge on this node's prompt with 'seed' and these instead. More pairs = a "
+                                        "more general anchor, proportionally slower trials."),
                 io.Int.Input("search_seed", default=0, min=0, max=2**31 - 1,
                              tooltip="Seed of Optuna's TPE sampler (reproducible with one worker)."),
                 io.String.Input("storage", default="",
@@ -214,11 +223,21 @@ class AnchorSearch(io.ComfyNode):
                                         "A plain name: that journal file there. An Optuna URL "
                                         "(sqlite:///path.db, postgresql://user:pass@host/db): shared by every "
                                         "machine that uses it."),
-                io.Combo.Input("reuse", options=list(REUSE_CHOICES), default="residual",
-                               tooltip="The reuse operator the schedule will be deployed with (as in OTCache "
-                                       "Apply)."),
+                io.Combo.Input("reuse", options=[AUTO, *REUSE_CHOICES], default=AUTO,
+                               tooltip="The reuse operator the anchor is searched (and later deployed) with. "
+                                       "auto: the one Calibrate measured for this model (stored in the "
+                                       f"reference), else {DEFAULT.label()}, as OTCache Apply's auto does."),
+                io.Float.Input("gamma", default=0.5, min=0.0, max=1.5, step=0.05,
+                               tooltip="omnicache chosen by hand only: 0 = plain reuse, 1 = linear "
+                                       "extrapolation."),
                 io.Int.Input("max_gap", default=0, min=0, max=10000,
                              tooltip="Longest gap allowed in the anchor. 0 = auto (twice the uniform gap)."),
+                io.Boolean.Input("validate", default=True,
+                                 tooltip="After the search, check every budget between the anchor and the "
+                                         "reference on the same pairs: the OT interpolation against the graph "
+                                         "search's schedule and a uniform one, keeping the best per budget in "
+                                         "the anchor (OTCache Apply uses it). Costs up to 3 x the sum of those "
+                                         "budgets model calls per pair."),
             ],
             outputs=[ScheduleType.Output("anchor", display_name="anchor")],
         )
@@ -226,17 +245,20 @@ class AnchorSearch(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, denoise,
                 reference, calibration=None, vae=None, anchor_budget=0, trials=100, search_seeds="",
-                search_seed=0, storage="", reuse="residual", max_gap=0) -> io.NodeOutput:
+                search_seed=0, storage="", reuse=AUTO, gamma=0.5, max_gap=0, validate=True) -> io.NodeOutput:
         s = SamplerSettings(steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise)
         try:
             seeds = parse_seeds(search_seeds, seed)
             anchor, summary = anchor_search(model, s, reference, seeds=seeds, budget=anchor_budget, trials=trials,
                                             search_seed=search_seed, storage=storage, vae=vae,
-                                            calibration=calibration, reuse=reuse, max_gap=max_gap)
+                                            calibration=calibration, reuse=reuse, gamma=float(gamma),
+                                            max_gap=max_gap, own_seeds=bool((search_seeds or "").strip()),
+                                            validate=bool(validate))
         except OTCacheError as e:
             raise ValueError(f"OTCache Anchor Search: {e}") from None
         note = (f"anchor K={anchor.budget} of N={anchor.num_steps}: best {summary['metric']} "
-                f"{summary['best_score']:.4g} after {summary['trials']} trials")
+                f"{summary['best_score']:.4g} after {summary['trials']} trials on {summary['pairs']} pair(s) "
+                f"({summary['judged_on']})" + (f"; {summary['validation']}" if summary["validation"] else ""))
         warnings = [summary["warning"]] if summary["warning"] else []
         ui = ui_output(plot_payload(anchor, reference, None, label="anchor", note=note, warnings_=warnings))
         ui["otcache_anchor"] = [summary]

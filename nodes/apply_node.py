@@ -15,11 +15,18 @@ from ..otcache_engine.runtime import compat
 from .patcher import CACHE_DEVICES, REUSE_NAMES, PatchOptions, patch_model, patched_config
 from .preview import plot_payload, ui_output
 from .provenance import check_model
-from .schedule_source import MODES, NOMINAL_STEPS, ScheduleSource
+from .reuse_choice import AUTO, DEFAULT, resolve as resolve_operator
+from .schedule_source import MODES, ScheduleSource
 
 log = logging.getLogger("otcache")
 
 ScheduleType = io.Custom("OTCACHE_SCHEDULE")
+REUSE_TOOLTIP = (
+    "What a skipped step reuses. auto: the operator OTCache Calibrate measured best for this model (stored in "
+    f"the schedule), else {DEFAULT.label()} (the best on most cells of the in-host benchmark). residual: the "
+    "cached block residual on the step's own input, embedders and output head run; output: the whole cached "
+    "model output (nothing runs); omnicache: the block residual extrapolated from the last two computed "
+    "steps by gamma. Which is best depends on the model: the benchmark measured 5-8 dB between them.")
 
 
 class OTCacheApply(io.ComfyNode):
@@ -50,12 +57,10 @@ class OTCacheApply(io.ComfyNode):
                                tooltip="Target N/K: 2.0 runs the transformer on half of the steps."),
                 io.Int.Input("compute_steps", default=10, min=1, max=10000,
                              tooltip="Computed steps K in 'compute steps' mode."),
-                io.Combo.Input("reuse", options=list(REUSE_NAMES), default="residual",
-                               tooltip="residual: skip the transformer blocks, reuse their cached residual "
-                                       "(best quality); output: reuse the whole model output (fastest); "
-                                       "omnicache: residual reuse with gamma-corrected extrapolation."),
+                io.Combo.Input("reuse", options=[AUTO] + list(REUSE_NAMES), default=AUTO, tooltip=REUSE_TOOLTIP),
                 io.Float.Input("gamma", default=0.5, min=0.0, max=1.5, step=0.05,
-                               tooltip="omnicache only: 0 = plain reuse, 1 = linear extrapolation."),
+                               tooltip="omnicache chosen by hand only: 0 = plain reuse, 1 = linear "
+                                       "extrapolation ('auto' takes the measured gamma)."),
                 io.Combo.Input("cache_device", options=list(CACHE_DEVICES), default="auto",
                                tooltip="Where cached tensors live: auto (offload to CPU in low-VRAM mode), the "
                                        "compute device, or CPU (saves VRAM, costs transfers)."),
@@ -65,18 +70,23 @@ class OTCacheApply(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, budget_mode: str = "speedup", speedup: float = 2.0, compute_steps: int = 10,
-                reuse: str = "residual", gamma: float = 0.5, cache_device: str = "auto",
+                reuse: str = AUTO, gamma: float = 0.5, cache_device: str = "auto",
                 reference: Schedule | None = None, anchor: Schedule | None = None) -> io.NodeOutput:
         try:
             for name, value in (("reference", reference), ("anchor", anchor)):
                 if value is not None and not isinstance(value, Schedule):
                     raise OTCacheError(f"the {name} input must be an OTCACHE_SCHEDULE, got {type(value).__name__}")
             source = ScheduleSource(reference, anchor, budget_mode, float(speedup), int(compute_steps))
-            patched = patch_model(model, source, PatchOptions(reuse, float(gamma), cache_device))
+            op, why = resolve_operator(reuse, float(gamma), reference, anchor)
+            patched = patch_model(model, source, PatchOptions(op.reuse, op.gamma, cache_device))
         except OTCacheError as e:
             raise ValueError(f"OTCache Apply: {e}") from None
         warnings = _provenance_warnings(model, reference, anchor)
-        return io.NodeOutput(patched, ui=ui_output(_payload(patched, source, warnings)))
+        outside = source.range_warning()
+        if outside:
+            log.warning("OTCache Apply: %s", outside)
+            warnings.append(outside)
+        return io.NodeOutput(patched, ui=ui_output(_payload(patched, source, why, warnings)))
 
 
 def _provenance_warnings(model, *schedules: Schedule | None) -> list[str]:
@@ -94,7 +104,7 @@ def _provenance_warnings(model, *schedules: Schedule | None) -> list[str]:
     return found
 
 
-def _payload(patched, source: ScheduleSource, warnings: list[str] | None = None) -> dict:
+def _payload(patched, source: ScheduleSource, why: str, warnings: list[str] | None = None) -> dict:
     cfg = patched_config(patched)
     target = cfg.schedule
     shown = {}
@@ -102,11 +112,9 @@ def _payload(patched, source: ScheduleSource, warnings: list[str] | None = None)
         s = getattr(source, role)
         if s is not None and s.num_steps != target.num_steps:
             shown[f"shown_{role}"] = compat.retarget_full(s, target.num_steps)
-    note = f"{cfg.family.describe()}; reuse {cfg.reuse.describe()}; {cfg.description}"
+    note = f"{cfg.family.describe()}; reuse {cfg.reuse.describe()} ({why}); {cfg.description}"
     if source.per_run:
         note += f"; made for each run's step count (shown for {target.num_steps})"
-    elif not source.connected:
-        note += f"; shown for {NOMINAL_STEPS} steps, carried to each run's step count"
     payload = plot_payload(target, source.reference, source.anchor, note=note,
                            label=None if source.connected else "default", warnings_=warnings, **shown)
     payload["kind"] = target.kind

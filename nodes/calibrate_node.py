@@ -16,9 +16,11 @@ interrupt stops the job within one model call.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -28,11 +30,12 @@ from comfy_api.latest import io
 
 from ..otcache_engine import Schedule
 from ..otcache_engine.calibration import CalibrationRun, calibration_id
-from ..otcache_engine.edge_errors import (combine_weights, e1_weights, final_error, global_jobs, global_weights,
-                                          hybrid_jobs, hybrid_weights, landing_latent, total_model_calls)
+from ..otcache_engine.edge_errors import (HYBRID_PROBES, combine_weights, e1_weights, final_error, global_jobs,
+                                          global_weights, hybrid_jobs, hybrid_weights, total_model_calls)
 from ..otcache_engine.errors import CalibrationError, OTCacheError
 from ..otcache_engine.graph_search import OBJECTIVES, reference_schedule, smallest_feasible_budget
 from .calibration_data import CalibrationData
+from . import reuse_choice
 from .preview import plot_payload, ui_output
 from .provenance import run_provenance
 from .run_sampling import Progress, SamplerSettings, interruptible, run_sigmas, sample, tail_sample, to_internal
@@ -56,6 +59,11 @@ def default_max_gap(num_steps: int) -> int:
 def default_reference_budget(num_steps: int) -> int:
     """About N/2: LeMiCa's near-lossless 'slow' setting."""
     return max(2, math.ceil(num_steps / 2))
+
+
+def default_anchor_budget(num_steps: int) -> int:
+    """About N/5 (10 for 50 steps, 6 for 28): OTCache's 'extreme low budget'."""
+    return max(2, round(num_steps / 5))
 
 
 def parse_seeds(text: str, seed: int) -> list[int]:
@@ -105,10 +113,17 @@ def _cost_table() -> str:
 
 
 ERROR_MODE_TOOLTIP = (
-    "How the cost of skipping steps i+1..j-1 is measured. Model calls per calibration seed: "
-    "local = N (free: from the recorded run); hybrid = N + (N-1)(N-2)/2 (re-runs the tail after every "
-    "2-step skip to learn how much each step amplifies errors); global = N + sum over every edge of its tail "
-    "length (LeMiCa's exact end-to-end error). " + _cost_table() + ". The node reports the exact count.")
+    "How the cost of skipping steps i+1..j-1 is measured. Model calls per calibration run (prompt x seed): "
+    "local = N (free: from the recorded run, but blind to how much an early error grows later); hybrid = N + "
+    f"the tails after a 2-step skip at {HYBRID_PROBES} probe steps (measures that growth; the in-host benchmark "
+    "found local schedules losing to uniform ones where hybrid ones won); global = N + the tail of every edge "
+    "(LeMiCa's exact end-to-end error). " + _cost_table() + ". The node reports the exact count.")
+MEASURE_TOOLTIP = (
+    "After the graph search, sample the calibration runs again with each reuse operator (residual, output, "
+    "omnicache at gamma 0.5 / 0.75 / 1) on the reference and on a low-budget schedule, keep the one with the "
+    "smallest end-to-end error (stored in the schedule: Apply's reuse 'auto' follows it), and check the "
+    "reference against a uniform schedule with that operator (the better one becomes the reference). Costs "
+    "about 5.5 x (reference budget) + 5 x (anchor budget) model calls per calibration run.")
 
 
 # --- recording one run --------------------------------------------------------------------
@@ -224,40 +239,83 @@ def record_run(model: Any, s: SamplerSettings, seed: int, sigmas: torch.Tensor, 
 
 # --- edge weights --------------------------------------------------------------------------
 
-def tail_results(model: Any, s: SamplerSettings, run: CalibrationRun, jobs: list, progress: Progress) -> dict:
+def tail_results(model: Any, pair: "CalibrationPair", run: CalibrationRun, jobs: list, progress: Progress) -> dict:
     """Final latents of the runs that cache only edge (i -> j): restart at x_hat_j, sample j..N-1."""
     m = interruptible(uncached(model))
     out = {}
     for job in jobs:
         j, x_hat = job.start_state(run)
-        out[job.edge] = tail_sample(m, s, x_hat, run.sigmas[j:], int(run.meta.get("seed", 0)), progress.step)
+        out[job.edge] = tail_sample(m, pair.settings, x_hat, run.sigmas[j:], pair.seed, progress.step)
     return out
 
 
-def edge_weights(model: Any, s: SamplerSettings, runs: list[CalibrationRun], mode: str, max_gap: int,
+def edge_weights(model: Any, pairs: list["CalibrationPair"], runs: list[CalibrationRun], mode: str, max_gap: int,
                  progress: Progress) -> np.ndarray:
     mats = []
-    for run in runs:
+    for pair, run in zip(pairs, runs):
         local = e1_weights(run, max_gap, relative=True)
         if mode == "local":
             mats.append(local)
         elif mode == "hybrid":
-            res = tail_results(model, s, run, hybrid_jobs(run.num_steps), progress)
+            res = tail_results(model, pair, run, hybrid_jobs(run.num_steps), progress)
             xn = run.latents[-1].double()
             scale = max(float(xn.abs().mean()), 1e-12)
             glob = {j: float((v.double() - xn).abs().mean()) / scale for (i, j), v in res.items()}
             mats.append(hybrid_weights(local, glob))
         else:
-            res = tail_results(model, s, run, global_jobs(run.num_steps, max_gap), progress)
+            res = tail_results(model, pair, run, global_jobs(run.num_steps, max_gap), progress)
             mats.append(global_weights(run, res, max_gap, relative=True))
     return combine_weights(mats, normalize="median" if len(mats) > 1 else None)
 
 
 # --- the whole calibration ----------------------------------------------------------------------
 
-def calibrate(model: Any, s: SamplerSettings, seeds: list[int], mode: str = "local", max_gap: int = 0,
-              budget: int = 0, objective: str = "leximax") -> tuple[Schedule, CalibrationData]:
-    """Record the runs, build the weights, solve the reference. Pure function of its inputs (plus time)."""
+@dataclass(frozen=True, eq=False)
+class CalibrationPair:
+    """One calibration run's inputs: the sampler settings with this pair's prompt as ``positive``, its seed."""
+
+    settings: SamplerSettings
+    seed: int
+    prompt: int = 0
+
+
+def split_prompts(conditioning: Any) -> list[list]:
+    """Every entry of a CONDITIONING as a prompt of its own (Conditioning (Combine) gathers several)."""
+    if conditioning is None:
+        return []
+    if not isinstance(conditioning, (list, tuple)) or not all(isinstance(e, (list, tuple)) and len(e) == 2
+                                                              for e in conditioning):
+        raise CalibrationError("more_prompts must be a CONDITIONING (connect a text encoder, or several "
+                               "through Conditioning (Combine))")
+    return [[list(entry)] for entry in conditioning]
+
+
+def calibration_pairs(s: SamplerSettings, seeds: list[int], prompts: list | None = None) -> list[CalibrationPair]:
+    """The (prompt, seed) pairs of a calibration: ``s.positive`` then ``prompts``, each paired with its own seed.
+
+    Seeds matter more than prompts: in the in-host benchmark the held-out error of a schedule split by seed,
+    not by prompt. So with one seed given, prompt k gets seed + k; with several, pair k takes prompt
+    k and seed k, the shorter list repeated, as many pairs as the longer list.
+    """
+    conds = [s.positive] + list(prompts or [])
+    if len(seeds) == 1 and len(conds) > 1:
+        seeds = [seeds[0] + k for k in range(len(conds))]
+    count = max(len(conds), len(seeds))
+    if count > MAX_SEEDS:
+        raise CalibrationError(f"at most {MAX_SEEDS} calibration runs (prompts and seeds), got {count}")
+    return [CalibrationPair(dataclasses.replace(s, positive=conds[k % len(conds)]), int(seeds[k % len(seeds)]),
+                            k % len(conds)) for k in range(count)]
+
+
+def calibrate(model: Any, s: SamplerSettings, seeds: list[int], mode: str = "hybrid", max_gap: int = 0,
+              budget: int = 0, objective: str = "leximax", prompts: list | None = None,
+              measure: bool = True) -> tuple[Schedule, CalibrationData]:
+    """Record the runs, build the weights, solve the reference. Pure function of its inputs (plus time).
+
+    Runs are every prompt (``s.positive``, then each of ``prompts``) with every seed: a schedule is then used
+    for prompts it never saw, so it should be calibrated on more than one. With ``measure``, the reuse
+    operator and the reference are then chosen by their end-to-end error on those runs (``reuse_choice``).
+    """
     if mode not in ERROR_MODES:
         raise CalibrationError(f"error mode must be one of {list(ERROR_MODES)}, got {mode!r}")
     if objective not in ("leximax", "additive"):
@@ -265,6 +323,7 @@ def calibrate(model: Any, s: SamplerSettings, seeds: list[int], mode: str = "loc
     if mode != "local" and s.latent.get("noise_mask") is not None:
         raise CalibrationError("hybrid and global calibration restart sampling mid-way, which an inpainting "
                                "noise mask does not allow; use the local error mode")
+    pairs = calibration_pairs(s, seeds, prompts)
     sigmas = run_sigmas(model, s)
     n = sigmas.numel() - 1
     if n < 3:
@@ -275,26 +334,36 @@ def calibrate(model: Any, s: SamplerSettings, seeds: list[int], mode: str = "loc
     if not least <= k_ref <= n:
         raise CalibrationError(f"reference budget {k_ref} is not possible for {n} steps with max gap {gap}: "
                                f"use a budget between {least} and {n} (or raise the max gap)")
-    total = len(seeds) * calls_per_seed(n, gap, mode)
-    log.info("[OTCache] Calibrate: %d seed(s) x %d model calls (%s error) = %d calls for %d steps",
-             len(seeds), calls_per_seed(n, gap, mode), mode, total, n)
+    k_low = min(default_anchor_budget(n), k_ref - 1)
+    checks = reuse_choice.calls(k_ref, k_low, len(pairs)) if measure and k_low >= 2 else 0
+    total = len(pairs) * calls_per_seed(n, gap, mode) + checks
+    n_prompts = len({p.prompt for p in pairs})
+    log.info("[OTCache] Calibrate: %d run(s) (%d prompt(s), %d seed(s)) x %d model calls (%s error) = %d calls for "
+             "%d steps", len(pairs), n_prompts, len({p.seed for p in pairs}), calls_per_seed(n, gap, mode), mode,
+             total, n)
     progress = Progress(total)
     prov = run_provenance(model, steps=n, sampler=s.sampler_name, scheduler=s.scheduler,
                           latent_shape=s.latent_shape, sigmas=sigmas.tolist(), cfg=s.cfg, denoise=s.denoise)
     meta = {k: prov[k] for k in ("model_family", "model_hash", "sampler", "scheduler", "steps", "resolution")}
     meta["cfg"] = float(s.cfg)
-    runs = [record_run(model, s, seed, sigmas, meta, progress) for seed in seeds]
-    weights = edge_weights(model, s, runs, mode, gap, progress)
+    runs = [record_run(model, p.settings, p.seed, sigmas, {**meta, "prompt": p.prompt}, progress) for p in pairs]
+    weights = edge_weights(model, pairs, runs, mode, gap, progress)
     cal_id = calibration_id(runs)
-    settings = {**prov, "error_mode": mode, "objective": objective, "max_gap": gap, "seeds": list(seeds),
-                "model_calls": total, "budget": k_ref}
+    settings = {**prov, "error_mode": mode, "objective": objective, "max_gap": gap, "seeds": [p.seed for p in pairs],
+                "prompts": n_prompts, "model_calls": total, "budget": k_ref}
     reference = reference_schedule(weights, k_ref, max_gap=gap, objective=objective, sigmas=sigmas.tolist(),
                                    kind="reference", provenance={**prov, "source": "calibrate", "error_mode": mode,
                                                                  "metric": f"{mode} edge error (relative L1)",
-                                                                 "seeds": list(seeds), "calibration_id": cal_id,
-                                                                 "created": _now()})
+                                                                 "seeds": [p.seed for p in pairs],
+                                                                 "prompts": n_prompts,
+                                                                 "calibration_id": cal_id, "created": _now()})
     reference = reference.with_provenance(**quality(runs, reference))
-    return reference, CalibrationData(tuple(runs), weights, reference, settings)
+    data = CalibrationData(tuple(runs), weights, reference, settings, pairs=tuple(pairs))
+    if checks:
+        choice = reuse_choice.choose(model, data, reference, k_low, progress.step)
+        reference = choice.reference.with_provenance(**choice.provenance())
+        data = dataclasses.replace(data, reference=reference, settings={**settings, "model_calls": total})
+    return reference, data
 
 
 def quality(runs: list[CalibrationRun], schedule: Schedule) -> dict[str, float]:
@@ -340,11 +409,18 @@ class Calibrate(io.ComfyNode):
                         "much skipping each run of steps costs, and solves the reference schedule at a "
                         "conservative budget. Replace a KSampler with this node to calibrate that exact setup.",
             inputs=sampler_inputs() + [
+                io.Conditioning.Input("more_prompts", optional=True,
+                                      tooltip="More prompts to calibrate on besides 'positive'. Gather several with "
+                                              "Conditioning (Combine): each combined entry is one prompt, and each "
+                                              "prompt gets its own seed (seed, seed+1, ... unless "
+                                              "calibration_seeds lists them). A schedule is used for prompts and "
+                                              "seeds it never saw, so 3-4 pairs make it generalise."),
                 io.String.Input("calibration_seeds", default="",
                                 tooltip="Extra seeds to calibrate on besides 'seed': '0, 1, 2', or 'x4' for 4 runs "
-                                        "(seed .. seed+3). More seeds = a schedule that generalises better; each "
-                                        "costs the model calls of one more run."),
-                io.Combo.Input("error_mode", options=list(ERROR_MODES), default="local", tooltip=ERROR_MODE_TOOLTIP),
+                                        "(seed .. seed+3), paired with the prompts in turn (prompt k with seed k, "
+                                        "the shorter list repeated). More pairs = a schedule that generalises "
+                                        "better; each costs the model calls of one more run."),
+                io.Combo.Input("error_mode", options=list(ERROR_MODES), default="hybrid", tooltip=ERROR_MODE_TOOLTIP),
                 io.Int.Input("max_gap", default=0, min=0, max=1000,
                              tooltip="Longest run of skipped steps + 1 allowed in the reference. 0 = auto (about "
                                      "0.15 N: 4 for 28 steps, 7 for 50)."),
@@ -353,6 +429,7 @@ class Calibrate(io.ComfyNode):
                 io.Combo.Input("objective", options=[o for o in OBJECTIVES if o != "bottleneck"], default="leximax",
                                tooltip="leximax (LeMiCa): minimise the worst skip first, then the next; "
                                        "additive: minimise the sum of skip errors."),
+                io.Boolean.Input("measure", default=True, tooltip=MEASURE_TOOLTIP),
             ],
             outputs=[ScheduleType.Output("reference", display_name="reference"),
                      CalibrationType.Output("calibration", display_name="calibration")],
@@ -360,18 +437,19 @@ class Calibrate(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, denoise,
-                calibration_seeds="", error_mode="local", max_gap=0, reference_budget=0,
-                objective="leximax") -> io.NodeOutput:
+                calibration_seeds="", error_mode="hybrid", max_gap=0, reference_budget=0,
+                objective="leximax", measure=True, more_prompts=None) -> io.NodeOutput:
         s = SamplerSettings(steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise)
         try:
             seeds = parse_seeds(calibration_seeds, seed)
-            reference, data = calibrate(model, s, seeds, error_mode, max_gap, reference_budget, objective)
+            reference, data = calibrate(model, s, seeds, error_mode, max_gap, reference_budget, objective,
+                                        prompts=split_prompts(more_prompts), measure=bool(measure))
         except OTCacheError as e:
             raise ValueError(f"OTCache Calibrate: {e}") from None
         p = reference.provenance
-        note = (f"reference K={reference.budget} of N={reference.num_steps} ({error_mode} error, {len(seeds)} "
-                f"seed(s), {data.settings['model_calls']} model calls); replay error {p['calibrated_error']:.4g} "
-                f"vs uniform {p['uniform_error']:.4g}")
+        note = (f"reference K={reference.budget} of N={reference.num_steps} ({error_mode} error, "
+                f"{len(data.runs)} run(s) over {data.settings['prompts']} prompt(s), {data.settings['model_calls']} "
+                f"model calls); replay error {p['calibrated_error']:.4g} vs uniform {p['uniform_error']:.4g}")
         log.info("[OTCache] Calibrate: %s; %s", reference.mask_string(), note)
         ui = ui_output(plot_payload(reference, label="reference", note=note))
         ui["otcache_calibration"] = [data.summary() | {"calibrated_error": p["calibrated_error"],

@@ -45,6 +45,7 @@ class CalibrationData:
     weights: np.ndarray
     reference: Schedule
     settings: Mapping[str, Any] = field(default_factory=dict)
+    pairs: tuple = ()   # the (prompt, seed) inputs of the runs, in memory only: later stages judge on them
 
     def __post_init__(self) -> None:
         if not self.runs:
@@ -58,6 +59,7 @@ class CalibrationData:
         object.__setattr__(self, "runs", tuple(self.runs))
         object.__setattr__(self, "weights", w)
         object.__setattr__(self, "settings", dict(self.settings))
+        object.__setattr__(self, "pairs", tuple(self.pairs))
 
     @property
     def num_steps(self) -> int:

@@ -229,10 +229,10 @@ def _compute(reference, anchor, num_steps, sigmas, mode, speedup, budget) -> dic
         label = "interpolated"
         lo, hi = sorted((reference.budget, retarget(anchor, reference.num_steps).budget
                          if anchor.num_steps != reference.num_steps else anchor.budget))
-        note = f"K={target.budget} of N={target.num_steps}, between the anchor and the reference ({lo}..{hi})"
-        if not lo <= target.budget <= hi:
-            extra.append(f"K={target.budget} is outside [{lo}, {hi}] spanned by the anchor and the reference: "
-                         "the nearest one's shape is used (add a schedule nearer that budget)")
+        note = f"K={target.budget} of N={target.num_steps}, between the anchor and the reference ({lo}..{hi}): {what}"
+        outside = source.range_warning()
+        if outside:
+            extra.append(outside)
     else:
         label = "in use"
         role = "reference" if reference is not None else "anchor"

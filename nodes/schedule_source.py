@@ -3,13 +3,11 @@
 - reference and anchor connected: the target is interpolated between them
   (``transport``) at the asked budget. One schedule alone is used as it is (the
   budget inputs do not apply; the preview widget shows the same).
-- nothing connected: a default that works with no tuning. For families with a
-  shipped preset (LeMiCa's published schedules) the preset pair is
-  interpolated at the budget, otherwise a dense-head warp (early steps decide
-  the layout, so they compute densely; the gaps grow towards the end and the
-  last step computes). Made for ``NOMINAL_STEPS`` and carried to every run by
-  the warp, so the speed-up is the one asked; with an explicit compute-step
-  count it is made for each run's own step count instead.
+- nothing connected: made for each run's own step count. A shipped preset
+  (LeMiCa's published schedules) only near its own setting: the model it was
+  made for (same family and block count) at about its 50 steps; otherwise a
+  uniform schedule: a schedule tuned for another model or step count can be
+  worse than uniform, and nothing here has measured this one.
 The choice is always announced in the log.
 """
 from __future__ import annotations
@@ -18,19 +16,17 @@ import math
 import warnings
 from dataclasses import dataclass
 
-import numpy as np
-
 from ..otcache_engine import Schedule
 from ..otcache_engine.errors import OTCacheError
-from ..otcache_engine.projection import project
 from ..otcache_engine.runtime import compat
 
-NOMINAL_STEPS = 50
 PREVIEW_STEPS = 20
 MODES = ("speedup", "compute steps")
-DENSE_HEAD_POWER = 1.6
-PRESET_FOR_FAMILY = {"flux": "flux1-dev", "chroma": "flux1-dev", "qwen_image": "qwen-image",
-                     "wan": "wan2.1-t2v-1.3b", "hunyuan_video": "hunyuanvideo-1.5"}
+# family -> (preset, blocks of the model it was made for): FLUX.1-dev 19 double + 38 single, Qwen-Image 60,
+# Wan 2.1 T2V 1.3B 30, HunyuanVideo 1.5 54.
+PRESET_FOR_FAMILY = {"flux": ("flux1-dev", 57), "qwen_image": ("qwen-image", 60),
+                     "wan": ("wan2.1-t2v-1.3b", 30), "hunyuan_video": ("hunyuanvideo-1.5", 54)}
+PRESET_STEPS = (40, 60)   # "near its own setting": the presets are made for 50 steps
 
 
 @dataclass(frozen=True)
@@ -59,7 +55,7 @@ class ScheduleSource:
     @property
     def per_run(self) -> bool:
         """True when the schedule can only be made once the run's step count is known."""
-        return not self.connected and self.mode == "compute steps"
+        return not self.connected
 
     def budget_for(self, num_steps: int) -> int:
         if self.mode == "compute steps":
@@ -69,12 +65,26 @@ class ScheduleSource:
             return self.compute_steps
         return max(1, min(num_steps, int(math.floor(num_steps / self.speedup + 0.5))))
 
-    def resolve(self, family: str = "generic", num_steps: int | None = None) -> tuple[Schedule, str]:
-        """(target schedule, one-line description). ``num_steps`` is the run's step count for per-run sources."""
+    def resolve(self, family: str = "generic", num_steps: int | None = None, blocks: int = 0) -> tuple[Schedule, str]:
+        """(target schedule, one-line description). ``num_steps`` is the run's step count for per-run sources
+        (a preview count without one); ``blocks`` the model's block count (decides whether a preset fits)."""
         if self.connected:
             return self._from_schedules()
-        n = num_steps if (self.per_run and num_steps) else (PREVIEW_STEPS if self.per_run else NOMINAL_STEPS)
-        return default_schedule(family, n, self.budget_for(n))
+        n = num_steps or PREVIEW_STEPS
+        return default_schedule(family, n, self.budget_for(n), blocks)
+
+    def range_warning(self) -> str | None:
+        """A sentence when the budget lies outside the anchor..reference range the method interpolates over."""
+        if self.reference is None or self.anchor is None:
+            return None
+        k = self.budget_for(self.reference.num_steps)
+        anchor_k = self.anchor.budget if self.anchor.num_steps == self.reference.num_steps else \
+            compat.retarget_full(self.anchor, self.reference.num_steps).budget
+        lo, hi = sorted((anchor_k, self.reference.budget))
+        if lo <= k <= hi:
+            return None
+        return (f"K={k} is outside [{lo}, {hi}] spanned by the anchor and the reference: the nearest one's shape "
+                "is re-sampled, unvalidated (calibrate a reference or search an anchor nearer this budget)")
 
     def _from_schedules(self) -> tuple[Schedule, str]:
         if self.reference is None or self.anchor is None:
@@ -82,13 +92,17 @@ class ScheduleSource:
             role = "reference" if self.reference is not None else "anchor"
             return only, f"the {role} as connected (connect both a reference and an anchor to set the budget)"
         budget = self.budget_for(self.reference.num_steps)
-        return (compat.interpolate(self.reference, self.anchor, budget),
-                "interpolated between reference and anchor")
+        target = compat.interpolate(self.reference, self.anchor, budget)
+        source = str(target.provenance.get("source", ""))
+        if source.startswith("validation ladder"):
+            return target, (f"{source.split('(')[-1].rstrip(')')} schedule, measured best at K={budget} on the "
+                            "calibration pairs (the anchor's validation ladder)")
+        return target, "interpolated between reference and anchor"
 
 
-def default_schedule(family: str, num_steps: int, budget: int) -> tuple[Schedule, str]:
-    """The no-tuning schedule for ``family``: its shipped preset pair, else the dense-head warp."""
-    key = PRESET_FOR_FAMILY.get(family)
+def default_schedule(family: str, num_steps: int, budget: int, blocks: int = 0) -> tuple[Schedule, str]:
+    """The no-calibration schedule: the family's preset pair near its own setting, else uniform."""
+    key = preset_for(family, num_steps, blocks)
     pair = _preset_pair(key) if key else None
     if pair is not None:
         ref, anc = pair
@@ -98,19 +112,25 @@ def default_schedule(family: str, num_steps: int, budget: int) -> tuple[Schedule
                 ref, anc = compat.retarget_full(ref, num_steps), compat.retarget_full(anc, num_steps)
             target = compat.interpolate(ref, anc, budget)
         return (target.with_provenance(source=f"preset:{key}"),
-                f"built-in preset {key}, interpolated")
-    return dense_head(num_steps, budget), "built-in dense-head schedule"
+                f"built-in preset {key} (made for this model at 50 steps), interpolated")
+    return uniform(num_steps, budget), "uniform schedule (calibrate, or load a schedule, to do better)"
 
 
-def dense_head(num_steps: int, budget: int, power: float = DENSE_HEAD_POWER) -> Schedule:
-    """K computed steps at (N-1) * (k/(K-1))^power: dense early, sparser late, last step computed."""
-    n, k = num_steps, max(1, min(budget, num_steps))
-    if k == n:
-        return Schedule.full(n, kind="preset", provenance={"source": "dense-head"})
+def preset_for(family: str, num_steps: int, blocks: int) -> str | None:
+    """The shipped preset made for this model near this step count, if any."""
+    key, made_for = PRESET_FOR_FAMILY.get(family, (None, 0))
+    lo, hi = PRESET_STEPS
+    return key if key and blocks == made_for and lo <= num_steps <= hi else None
+
+
+def uniform(num_steps: int, budget: int) -> Schedule:
+    """K computed steps spread evenly, first and last included (``baselines.uniform_k``)."""
+    from ..otcache_engine.baselines import uniform_k
+
+    k = max(1, min(budget, num_steps))
     if k == 1:
-        return Schedule(n, (0,), kind="preset", force_last=False, provenance={"source": "dense-head"})
-    y = (n - 1) * np.linspace(0.0, 1.0, k) ** power
-    return Schedule(n, project(y, n, None, True), kind="preset", provenance={"source": "dense-head"})
+        return Schedule(num_steps, (0,), kind="preset", force_last=False, provenance={"source": "uniform"})
+    return uniform_k(num_steps, k).replace(kind="preset", provenance={"source": "uniform"})
 
 
 def _preset_pair(key: str) -> tuple[Schedule, Schedule] | None:

@@ -137,6 +137,35 @@ def interpolate_many(anchors: Sequence[Schedule], budget: int, **kwargs: Any) ->
     return interpolate(ordered[i], ordered[i + 1], budget, **kwargs)
 
 
+LADDER_KEY = "ladder"
+
+
+def ladder_steps(anchor: Schedule, num_steps: int, budget: int) -> tuple[tuple[int, ...], str] | None:
+    """The measured schedule at ``budget`` that an anchor's validation ladder holds, and its source.
+
+    The anchor search checks the interpolation at every budget between the anchor and the reference
+    against rival schedules on the calibration pairs and records the winner per budget
+    (``{"num_steps": N, "entries": {"K": {"steps": [...], "source": "ot" | "graph" | "uniform"}}}`` in the
+    anchor's provenance). A ladder for another step count, or a malformed one, is ignored (None): the
+    plain interpolation is then used.
+    """
+    ladder = anchor.provenance.get(LADDER_KEY)
+    if not isinstance(ladder, Mapping) or ladder.get("num_steps") != num_steps:
+        return None
+    entry = (ladder.get("entries") or {}).get(str(int(budget))) if isinstance(ladder.get("entries"), Mapping) \
+        else None
+    if not isinstance(entry, Mapping):
+        return None
+    steps = entry.get("steps")
+    if not isinstance(steps, (list, tuple)) or len(steps) != budget or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in steps):
+        return None
+    steps = tuple(steps)
+    if list(steps) != sorted(set(steps)) or steps[0] != 0 or steps[-1] >= num_steps:
+        return None
+    return steps, str(entry.get("source", "measured"))
+
+
 def w2_distance(a: Schedule, b: Schedule, coord: str = "index") -> float:
     """W2 between the compute densities of two schedules (any budgets and step counts)."""
     return w2(Warp.from_schedule(a, coord), Warp.from_schedule(b, coord))
@@ -235,9 +264,14 @@ _CARRIED = ("model_family", "model", "model_hash", "sampler", "scheduler", "reso
             "shift", "guidance")
 
 
+def carried(reference: Schedule) -> dict[str, Any]:
+    """The provenance that describes the setting (model, sampler, ...), not one schedule."""
+    return {k: v for k, v in reference.provenance.items() if k in _CARRIED}
+
+
 def _provenance(reference: Schedule, anchor: Schedule, budget: int, lam: float | None, rule: str,
                 coord: str) -> dict[str, Any]:
-    prov = {k: v for k, v in reference.provenance.items() if k in _CARRIED}
+    prov = carried(reference)
     prov.update(source="otcache interpolation", budget=budget, steps=reference.num_steps,
                 rule=rule, coord=coord, reference=_summary(reference), anchor=_summary(anchor))
     prov["lambda"] = lam

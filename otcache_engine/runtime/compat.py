@@ -80,9 +80,18 @@ def retarget_mask(schedule: Schedule, num_steps: int, run_sigmas: Sequence[float
 def interpolate(reference: Schedule, anchor: Schedule | None, budget: int) -> Schedule:
     """Target schedule with ``budget`` computed steps.
 
-    With an anchor: the W2-geodesic interpolation of ``transport``. Without
-    one: the reference's own warp re-sampled at the new budget (its shape kept).
+    With an anchor: the schedule its validation ladder measured best at that
+    budget when it has one (``transport.ladder_steps``), else the W2-geodesic
+    interpolation of ``transport``. Without one: the reference's own warp
+    re-sampled at the new budget (its shape kept).
     """
+    measured = transport.ladder_steps(anchor, reference.num_steps, budget) if anchor is not None else None
+    if measured is not None:
+        steps, source = measured
+        return Schedule(reference.num_steps, steps, kind="interpolated", force_last=reference.force_last,
+                        sigmas=reference.sigmas,
+                        provenance={**transport.carried(reference), "source": f"validation ladder ({source})",
+                                    "budget": budget, "steps": reference.num_steps})
     if anchor is not None and not (anchor.budget == reference.budget and anchor.num_steps == reference.num_steps):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -39,7 +39,9 @@ def test_no_schedule_uses_an_announced_default_at_the_asked_speedup(batched_cfg,
     b = bundle("wan21")
     with caplog.at_level(logging.INFO, logger="otcache"):
         model, ui = execute(b.patcher, speedup=2.0)
-    assert any("built-in" in r.getMessage() for r in caplog.records)
+    assert any("uniform schedule" in r.getMessage() for r in caplog.records)
+    cfg = P.patched_config(model)
+    assert cfg.reuse.describe() == "omnicache(gamma=1, residual)"   # reuse 'auto' with nothing measured
     assert model is not b.patcher and P.patched_config(b.patcher) is None
     payload = ui["otcache_schedule"][0]
     assert all(isinstance(v, list) for v in ui.values())

@@ -1,0 +1,127 @@
+"""Measured choices of Calibrate: the reuse operator that suits this model, and a reference that beats uniform.
+
+Which reuse operator is best depends on the model far more than any schedule does (measured in the in-host
+benchmark: 5-8 dB between operators at equal K), and the graph search's error model can be wrong for a
+model (it assumes errors of skipped segments add up). Both are questions about the real end-to-end error,
+so both are answered by sampling the calibration pairs with the candidates (``judge.Judge``) -- after the
+calibration runs, whose final latents are the uncached references, so no extra uncached run is needed.
+
+Operators are scored on two schedules, the reference and the graph's schedule at the anchor's budget, so
+the choice holds across the range the method interpolates over; errors are averaged in log space (a 2x
+error counts the same at every budget).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..otcache_engine import Schedule
+from ..otcache_engine.baselines import uniform_k
+from ..otcache_engine.errors import OTCacheError
+from ..otcache_engine.graph_search import reference_schedule
+from ..otcache_engine.metrics import Perceptual, latent_rel_l1
+from .judge import Judge, Operator
+
+# With nothing measured: the operator that won most cells of the in-host benchmark for uniform schedules
+# (omnicache at gamma 1 in the block-residual space; plain residual reuse was last on every model there).
+DEFAULT = Operator("omnicache", 1.0)
+AUTO = "auto"
+CANDIDATES: tuple[Operator, ...] = (Operator("residual"), Operator("output"), Operator("omnicache", 0.5),
+                                    Operator("omnicache", 0.75), Operator("omnicache", 1.0))
+LATENT = Perceptual("latent-rel-l1", "latent", latent_rel_l1)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What was measured: the operator and reference chosen, and every candidate's error."""
+
+    operator: Operator
+    reference: Schedule
+    operator_errors: dict[str, float]
+    reference_errors: dict[str, float]
+
+    def provenance(self) -> dict[str, Any]:
+        return {"reuse": self.operator.reuse, "gamma": self.operator.gamma,
+                "reuse_errors": self.operator_errors, "reference_check": self.reference_errors}
+
+
+def recorded(*schedules: Schedule | None) -> Operator | None:
+    """The operator a schedule's calibration measured (the first schedule that records one)."""
+    for s in schedules:
+        if s is None:
+            continue
+        reuse, gamma = s.provenance.get("reuse"), s.provenance.get("gamma", 0.5)
+        if reuse in {op.reuse for op in CANDIDATES} and isinstance(gamma, (int, float)):
+            return Operator(str(reuse), float(gamma))
+    return None
+
+
+def resolve(reuse: str, gamma: float, *schedules: Schedule | None) -> tuple[Operator, str]:
+    """The operator to run with, and where it came from: an explicit choice, or for ``auto`` the measured
+    one of the schedules, else :data:`DEFAULT`."""
+    if reuse != AUTO:
+        return Operator(reuse, float(gamma)), "chosen"
+    found = recorded(*schedules)
+    if found is not None:
+        return found, "measured by Calibrate"
+    return DEFAULT, "default (nothing measured)"
+
+
+def log_mean(values: Sequence[float]) -> float:
+    return float(np.exp(np.mean(np.log(np.maximum(np.asarray(values, dtype=np.float64), 1e-12)))))
+
+
+def judge_for(model: Any, data: Any) -> Judge:
+    """The calibration pairs, with their recorded final latents as the uncached references."""
+    return Judge(model, data.pairs, LATENT, refs=[run.latents[-1] for run in data.runs])
+
+
+def probe_schedules(data: Any, reference: Schedule, low_budget: int) -> list[Schedule]:
+    """The reference and the graph's schedule at ``low_budget`` (uniform if the graph has none there)."""
+    low = data.graph_schedule(low_budget, max(data.max_gap, math.ceil((reference.num_steps - 1) / (low_budget - 1))))
+    return [reference, low or uniform_k(reference.num_steps, low_budget, force_last=reference.force_last)]
+
+
+def calls(ref_budget: int, low_budget: int, pairs: int) -> int:
+    """Model calls of :func:`choose` (at most): every candidate on both probes, then two rival references."""
+    return pairs * (len(CANDIDATES) * (ref_budget + low_budget) + 2 * ref_budget)
+
+
+def choose(model: Any, data: Any, reference: Schedule, low_budget: int,
+           on_call: Callable[[int], None] = lambda n: None) -> Choice:
+    """Score every operator, then check the reference against its rivals with the best operator."""
+    if not data.pairs:
+        raise OTCacheError("measuring needs the calibration runs' prompts and seeds (a calibration in memory)")
+    judge = judge_for(model, data)
+
+    def mean(s: Schedule, op: Operator) -> float:
+        return judge.mean(s, op, lambda: on_call(s.budget))
+
+    probes = probe_schedules(data, reference, low_budget)
+    table = {op.label(): [mean(s, op) for s in probes] for op in CANDIDATES}
+    errors = {label: log_mean(scores) for label, scores in table.items()}
+    best = min(CANDIDATES, key=lambda op: errors[op.label()])
+    ref_errors = {"graph": table[best.label()][0]}
+    rivals = {"uniform": uniform_k(reference.num_steps, reference.budget, force_last=reference.force_last)}
+    additive = _additive(data, reference)
+    if additive is not None and additive.compute_steps != reference.compute_steps:
+        rivals["graph (additive)"] = additive
+    for name, s in rivals.items():
+        ref_errors[name] = mean(s, best)
+    winner = min(ref_errors, key=ref_errors.get)
+    chosen = reference if winner == "graph" else rivals[winner].replace(
+        kind="reference", sigmas=reference.sigmas, max_gap=None, provenance=dict(reference.provenance))
+    return Choice(best, chosen.with_provenance(reference_source=winner), errors, ref_errors)
+
+
+def _additive(data: Any, reference: Schedule) -> Schedule | None:
+    if data.settings.get("objective", "leximax") == "additive":
+        return None
+    try:
+        return reference_schedule(data.weights, reference.budget, max_gap=data.max_gap, objective="additive",
+                                  force_last=reference.force_last, kind="reference")
+    except OTCacheError:
+        return None
