@@ -180,7 +180,8 @@ class Workflow:
         for inp in dst.inputs:
             if inp["link"] is not None:
                 continue
-            src = sources.get(inp["name"]) or sources.get(inp["type"])
+            # by name first (a name mapped to None stays unconnected), else by type
+            src = sources[inp["name"]] if inp["name"] in sources else sources.get(inp["type"])
             if src is None:
                 if not spec_inputs.get(inp["name"], False):
                     raise SystemExit(f"{dst.type}: nothing to connect to required input {inp['name']!r} ({inp['type']})")
@@ -248,12 +249,14 @@ Save Schedule writes both to models/otcache/ so later workflows can just load th
 
 
 def otcache_stage(wf: Workflow, x: float, y: float, model, positive, negative, latent, *, sampler: dict,
-                  tag: str = "", save_prefix: str = "my-model", speedup: float | None = None, vae=None) -> Node:
+                  tag: str = "", save_prefix: str = "my-model", speedup: float | None = None, vae=None,
+                  more_prompts=None) -> Node:
     """Calibrate -> Anchor Search -> Apply (+ Save Schedule of both). Returns the Apply node."""
     common = _matching_widgets(wf.info, "OTCacheCalibrate", sampler)
     cal = wf.add("OTCacheCalibrate", (x, y), title=f"1. OTCache Calibrate{tag}", **common)
     wf.wire(cal, {"model": model, "positive": positive, "negative": negative, "MODEL": model,
-                  "CONDITIONING": positive, "LATENT": latent, "latent": latent, "latent_image": latent})
+                  "CONDITIONING": positive, "LATENT": latent, "latent": latent, "latent_image": latent,
+                  "more_prompts": more_prompts})
     ref_out = _schedule_output(cal)
     common = _matching_widgets(wf.info, "OTCacheAnchorSearch", sampler)
     anc = wf.add("OTCacheAnchorSearch", (x, y + cal.size[1] + 70), title=f"2. OTCache Anchor Search{tag}", **common)
@@ -338,6 +341,33 @@ def _distilled_prompts(wf: Workflow, clip: Node, x: float, y: float, text: str, 
     return guid, neg
 
 
+CALIBRATION_PROMPTS = ("a lighthouse on a rocky coast under storm clouds",
+                       "a bowl of ramen on a wooden table, top view",
+                       "a portrait of an old fisherman, soft window light")
+
+
+def _calibration_prompts(wf: Workflow, clip: Node, x: float, y: float, guidance: float | None = None,
+                         texts: tuple[str, ...] = CALIBRATION_PROMPTS):
+    """More prompts for OTCache Calibrate, gathered by Conditioning (Combine): a schedule is then judged on
+    prompts and seeds it will not always see. Guidance-distilled models get the same FluxGuidance."""
+    encoded = []
+    for k, text in enumerate(texts):
+        enc = wf.add("CLIPTextEncode", (x, y + 150 * k), title=f"Calibration prompt {k + 2}", text=text)
+        wf.link(clip, "CLIP", enc, "clip")
+        if guidance is not None:
+            g = wf.add("FluxGuidance", (x + 400, y + 150 * k), guidance=guidance)
+            wf.link(enc, "CONDITIONING", g, "conditioning")
+            enc = g
+        encoded.append(enc)
+    combined = encoded[0]
+    for k, enc in enumerate(encoded[1:]):
+        node = wf.add("ConditioningCombine", (x + (800 if guidance is not None else 400), y + 150 * (k + 1)))
+        wf.link(combined, "CONDITIONING", node, "conditioning_1")
+        wf.link(enc, "CONDITIONING", node, "conditioning_2")
+        combined = node
+    return (combined, 0)
+
+
 def _sample_and_decode(wf: Workflow, x: float, y: float, model, positive: Node, negative: Node, latent: Node,
                        vae: Node, sampler: dict, decoder: str = "VAEDecode", **decode: Any) -> Node:
     """KSampler on the cached model, then the VAE decode (returned, for the save node)."""
@@ -380,8 +410,9 @@ def flux1_dev(info: dict) -> dict:
                                    "35mm", 3.5, "Negative (unused by FLUX.1-dev)")
     lat = wf.add("EmptySD3LatentImage", (420, 470), width=1024, height=1024, batch_size=1)
     sampler = dict(seed=42, steps=28, cfg=1.0, sampler_name="euler", scheduler="simple")
+    more = _calibration_prompts(wf, clip, 40, 620, guidance=3.5)
     app = otcache_stage(wf, 820, 0, (unet, 0), (guid, 0), (neg, 0), (lat, 0), sampler=sampler,
-                        save_prefix="flux1-dev", speedup=3.0, vae=(vae, 0))
+                        save_prefix="flux1-dev", speedup=3.0, vae=(vae, 0), more_prompts=more)
     dec = _sample_and_decode(wf, 1700, 0, (app, 0), guid, neg, lat, vae, sampler)
     _save_image(wf, dec, (2080, 120), "otcache/flux1-dev")
     return wf.to_json()
@@ -406,8 +437,9 @@ def qwen_image(info: dict) -> dict:
                                  "warm morning light", "")
     lat = wf.add("EmptySD3LatentImage", (420, 480), width=1328, height=1328, batch_size=1)
     sampler = dict(seed=42, steps=50, cfg=2.5, sampler_name="euler", scheduler="simple")
+    more = _calibration_prompts(wf, clip, 40, 620)
     app = otcache_stage(wf, 820, 0, (shift, 0), (pos, 0), (neg, 0), (lat, 0), sampler=sampler,
-                        save_prefix="qwen-image", speedup=3.0, vae=(vae, 0))
+                        save_prefix="qwen-image", speedup=3.0, vae=(vae, 0), more_prompts=more)
     dec = _sample_and_decode(wf, 1700, 0, (app, 0), pos, neg, lat, vae, sampler)
     _save_image(wf, dec, (2080, 120), "otcache/qwen-image")
     return wf.to_json()
@@ -430,8 +462,9 @@ def hunyuan_video(info: dict) -> dict:
                                    "cinematic, slow camera pan", 6.0, "Negative (unused: guidance-distilled)")
     lat = wf.add("EmptyHunyuanLatentVideo", (420, 470), width=848, height=480, length=73, batch_size=1)
     sampler = dict(seed=42, steps=30, cfg=1.0, sampler_name="euler", scheduler="simple")
+    more = _calibration_prompts(wf, clip, 40, 620, guidance=6.0)
     app = otcache_stage(wf, 820, 0, (unet, 0), (guid, 0), (neg, 0), (lat, 0), sampler=sampler,
-                        save_prefix="hunyuan-video", speedup=2.5)
+                        save_prefix="hunyuan-video", speedup=2.5, more_prompts=more)
     dec = _sample_and_decode(wf, 1700, 0, (app, 0), guid, neg, lat, vae, sampler, "VAEDecodeTiled", tile_size=256,
                              overlap=64, temporal_size=64, temporal_overlap=8)
     _save_video(wf, (dec, 0), (2080, 260), "otcache/hunyuan-video", 24.0)
@@ -456,8 +489,9 @@ def wan21(info: dict) -> dict:
                                  "motion, shallow depth of field", WAN_NEGATIVE)
     lat = wf.add("EmptyHunyuanLatentVideo", (420, 480), width=832, height=480, length=33, batch_size=1)
     sampler = dict(seed=42, steps=50, cfg=6.0, sampler_name="uni_pc", scheduler="simple")
+    more = _calibration_prompts(wf, clip, 40, 620)
     app = otcache_stage(wf, 820, 0, (shift, 0), (pos, 0), (neg, 0), (lat, 0), sampler=sampler,
-                        save_prefix="wan2.1-t2v-1.3b", speedup=2.5)
+                        save_prefix="wan2.1-t2v-1.3b", speedup=2.5, more_prompts=more)
     dec = _sample_and_decode(wf, 1700, 0, (app, 0), pos, neg, lat, vae, sampler)
     _save_video(wf, (dec, 0), (2080, 120), "otcache/wan2.1", 16.0)
     return wf.to_json()
