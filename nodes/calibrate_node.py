@@ -123,7 +123,7 @@ MEASURE_TOOLTIP = (
     "omnicache at gamma 0.5 / 0.75 / 1) on the reference and on a low-budget schedule, keep the one with the "
     "smallest end-to-end error (stored in the schedule: Apply's reuse 'auto' follows it), and check the "
     "reference against a uniform schedule with that operator (the better one becomes the reference). Costs "
-    "about 5.5 x (reference budget) + 5 x (anchor budget) model calls per calibration run.")
+    "at most 7 x (reference budget) + 5 x (anchor budget) model calls per calibration run.")
 
 
 # --- recording one run --------------------------------------------------------------------

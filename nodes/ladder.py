@@ -32,10 +32,8 @@ def calls(reference: Schedule, anchor: Schedule, pairs: int) -> int:
 
 def candidates(reference: Schedule, anchor: Schedule, calibration: Any, budget: int) -> dict[str, Schedule]:
     """The interpolation, the graph's optimum and uniform at ``budget``; one entry per distinct schedule."""
-    from ..otcache_engine.runtime.compat import interpolate
-
     n = reference.num_steps
-    found = {"ot": interpolate(reference, _without_ladder(anchor), budget)}
+    found = {"ot": plain_interpolation(reference, anchor, budget)}
     if calibration is not None and calibration.num_steps == n:
         graph = calibration.graph_schedule(budget, max(calibration.max_gap, math.ceil((n - 1) / (budget - 1))))
         if graph is not None:
@@ -76,7 +74,10 @@ def summary(ladder: dict[str, Any]) -> str:
     return f"validated {sum(wins.values())} budgets between anchor and reference (best: {shown})"
 
 
-def _without_ladder(anchor: Schedule) -> Schedule:
-    if LADDER_KEY not in anchor.provenance:
-        return anchor
-    return anchor.replace(provenance={k: v for k, v in anchor.provenance.items() if k != LADDER_KEY})
+def plain_interpolation(reference: Schedule, anchor: Schedule, budget: int) -> Schedule:
+    """The OT interpolation alone, whatever ladder the anchor carries."""
+    from ..otcache_engine.runtime.compat import interpolate
+
+    if LADDER_KEY in anchor.provenance:
+        anchor = anchor.replace(provenance={k: v for k, v in anchor.provenance.items() if k != LADDER_KEY})
+    return interpolate(reference, anchor, budget)
