@@ -111,6 +111,18 @@ def judged_pairs(s: SamplerSettings, seeds: list[int], calibration: CalibrationD
     return calibration_pairs(s, seeds), "this node's prompt and seed(s)"
 
 
+def recorded_refs(model: Any, calibration: CalibrationData | None, pairs: list, metric: Perceptual,
+                  vae: Any) -> list[torch.Tensor] | None:
+    """The uncached outputs the calibration already recorded, when the trials are judged on its pairs: its
+    runs' final latents (decoded for an image metric), so no uncached run is sampled again."""
+    if calibration is None or list(pairs) != list(calibration.pairs):
+        return None
+    finals = [run.latents[-1] for run in calibration.runs]
+    if metric.on == "latent" or vae is None:
+        return finals
+    return [vae.decode(model.model.process_latent_out(x.clone())).float().cpu() for x in finals]
+
+
 # --- the search ----------------------------------------------------------------------------
 
 def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds: list[int], budget: int = 0,
@@ -160,7 +172,7 @@ def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds:
     log.info("[OTCache] Anchor Search: K=%d of N=%d, %d trial(s) in total, %d pair(s) (%s), metric %s, storage %s",
              k, n, cfg.n_trials, len(pairs), judged_on, metric.name, where)
     progress = Progress(len(pairs) * n)
-    judge = Judge(base, pairs, metric, vae)
+    judge = Judge(base, pairs, metric, vae, refs=recorded_refs(base, calibration, pairs, metric, vae))
     judge.prepare(progress)
     progress.set(0, cfg.n_trials)
     anchor = search_anchor(lambda sch, p: judge.score(sch, p, op), cfg, where, model_key=key,

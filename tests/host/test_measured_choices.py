@@ -170,3 +170,15 @@ def test_the_study_is_keyed_by_reference_and_calibration(flux, searched, user_di
                                    calibration=calibration, validate=False)
     assert second["study"] == summary["study"] and third["study"] != summary["study"]
     assert "ladder" not in again.provenance                        # validate=False measures nothing more
+
+
+def test_judged_on_the_calibration_the_search_samples_no_uncached_run_again(flux, searched, user_dir):
+    s, reference, calibration, anchor, summary = searched
+    passes = []
+    handle = flux.last_block().register_forward_pre_hook(lambda *a: passes.append(1))
+    try:
+        A.anchor_search(flux.patcher, s, reference, seeds=[0], budget=3, trials=1, calibration=calibration,
+                        validate=False, storage="fresh-study")
+    finally:
+        handle.remove()
+    assert len(passes) == 2 * 3          # one trial, 3 computed steps, on each of the 2 calibration pairs
