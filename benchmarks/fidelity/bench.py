@@ -22,7 +22,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -134,34 +134,37 @@ def uniform(n: int, k: int) -> Any:
     return uniform_k(n, k)
 
 
-def match_threshold(run: Callable[[float], tuple[Row, float]], k: int, lo: float, hi: float,
-                    iters: int = 7) -> Row:
-    """Bisect a dynamic cache's threshold (higher = more reuse) until its mean computed steps is nearest K."""
-    best: tuple[float, Row] | None = None
-    for _ in range(iters):
-        mid = math.sqrt(lo * hi)
-        row, computed = run(mid)
-        if best is None or abs(computed - k) < abs(best[0] - k):
-            best = (computed, row)
-        if abs(computed - k) < 0.25:
-            break
-        if computed > k:
-            lo = mid
-        else:
-            hi = mid
-    return best[1]
+THRESHOLDS = tuple(float(t) for t in np.geomspace(0.01, 5.0, 10))
 
 
-def core_cache_rows(model: Any, scorer: Scorer, ks: Sequence[int]) -> list[Row]:
+def core_cache_rows(model: Any, scorer: Scorer) -> list[Row]:
+    """EasyCache and LazyCache over a threshold sweep (one row per threshold), run per pair as users do.
+
+    Which threshold gives which K depends on the pair; the sweep gives each method's whole quality-vs-K
+    curve, and the comparison at a budget takes the sweep point whose mean computed steps is nearest.
+    """
     rows = []
-    for kind in ("easycache", "lazycache"):
+    for kind, name in (("easycache", "EasyCache"), ("lazycache", "LazyCache")):
+        for threshold in THRESHOLDS:
+            patched = pipeline.core_cache(model, kind, threshold)
+            row = _row(scorer, name, f"threshold {threshold:.3g}", 0, patched, per_pair=True)
+            row.budget = round(row.computed)
+            rows.append(row)
+    return rows
+
+
+def graph_rows(model: Any, scorer: Scorer, stage: pipeline.Stage, op: dict, ks: Sequence[int],
+               hybrid: Any) -> list[Row]:
+    """The graph search's own optimum at every budget, from local and from hybrid edge errors, deployed
+    with the chosen operator: how good each error model is, without anchor or interpolation."""
+    rows = []
+    local = pipeline.calibrate(model, stage, error_mode="local", measure=False)[1]
+    for mode, data in (("local", local), ("hybrid", hybrid)):
         for k in ks:
-            def run(threshold: float, kind=kind, k=k) -> tuple[Row, float]:
-                patched = pipeline.core_cache(model, kind, threshold)
-                r = _row(scorer, "EasyCache" if kind == "easycache" else "LazyCache", f"threshold {threshold:.3g}",
-                         k, patched, per_pair=True)
-                return r, r.computed
-            rows.append(match_threshold(run, k, 1e-3, 20.0))
+            g = data.graph_schedule(k, max(data.max_gap, math.ceil((stage.steps - 1) / (k - 1))))
+            if g is not None:
+                rows.append(_row(scorer, f"graph ({mode} error)", op_label(**op), k,
+                                 pipeline.apply(model, reference=g, **op)))
     return rows
 
 
@@ -223,7 +226,9 @@ def run_cell(setup: setups.Setup, steps: int, trials: int, with_direct: bool = T
                                                                                gamma=gamma)))
             cell.rows.append(_row(scorer, "uniform", label, k, pipeline.apply(model, reference=uniform(steps, k),
                                                                                reuse=reuse, gamma=gamma)))
-    cell.rows += core_cache_rows(model, scorer, [k for k in ks if k <= round(steps / 2.5)] + [steps // 2])
+    op = {"reuse": reference.provenance["reuse"], "gamma": reference.provenance["gamma"]}
+    cell.rows += graph_rows(model, scorer, stage, op, ks, calibration)
+    cell.rows += core_cache_rows(model, scorer)
     if with_direct:
         cell.rows += direct_rows(model, stage, scorer, reference, anchor, calibration, trials, cell.schedules)
     return cell
