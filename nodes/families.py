@@ -1,23 +1,56 @@
-"""Which diffusion transformer a model is, and how its block stack can be cached.
+"""Which diffusion transformer a model is, and every fact the pack needs about its family: one registry.
 
-The block-residual cache needs, per family: the block replacement keys in
-execution order (``patches_replace["dit"][("double_block", i)]`` /
-``("single_block", i)``), and where the image tokens sit in the last block's
-output. That is read from the model *object* (its exact class and its block
-lists), never from a ComfyUI version string. Subclasses are not assumed to
-share their parent's forward (Wan VACE adds hints between blocks, Wan S2V
-injects audio, ...), so only the exact classes below get block caching; every
-other model gets the whole-model fallback, which is announced, never silent.
+The block-residual cache needs, per family: the block replacement keys in execution order
+(``patches_replace["dit"][("double_block", i)]`` / ``("single_block", i)``), where the image tokens sit
+in the last block's output, which blocks the forward never calls, the shipped preset made for the
+family's released model (and that model's block count, so a preset is used only on the model it was made
+for), and whether a skipped step can trim the family's modulation network. Adding a family is one
+:class:`Family` entry in ``REGISTRY`` (and its host test).
+
+A model is matched on its *exact* class, read from the object, never from a ComfyUI version string:
+subclasses are not assumed to share their parent's forward (Wan VACE adds hints between blocks, Wan S2V
+injects audio, ...), so they get the whole-model fallback, which is announced, never silent.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import torch
 
 # Where the image tokens are in the joint (txt + img) stream of single blocks when
 # the model does not say so itself (newer ComfyUI sets transformer_options["img_slice"]).
 TXT_FIRST, IMG_FIRST, IMG_ONLY = "txt_first", "img_first", "img_only"
+DUAL = (("double_blocks", "double_block"), ("single_blocks", "single_block"))
+
+
+@dataclass(frozen=True)
+class Family:
+    """One registry entry: a DiT class and its facts."""
+
+    name: str
+    module: str
+    class_name: str
+    lists: tuple[tuple[str, str], ...]          # (ModuleList attribute, patches_replace key), execution order
+    joint_order: str = IMG_ONLY                 # image tokens in a single block's joint stream
+    skip_attrs: Mapping[str, str] = field(default_factory=dict)   # list -> attribute naming pruned indices
+    preset: tuple[str, int] | None = None       # (shipped preset, blocks of the model it was made for)
+    trim_modulation: bool = False               # a reused step runs its row-wise modulation net for 2 rows
+
+
+REGISTRY: tuple[Family, ...] = (
+    Family("flux", "comfy.ldm.flux.model", "Flux", DUAL, TXT_FIRST, preset=("flux1-dev", 57)),
+    Family("chroma", "comfy.ldm.chroma.model", "Chroma", DUAL, TXT_FIRST,
+           skip_attrs={"double_blocks": "skip_mmdit", "single_blocks": "skip_dit"}, trim_modulation=True),
+    Family("hunyuan_video", "comfy.ldm.hunyuan_video.model", "HunyuanVideo", DUAL, IMG_FIRST,
+           preset=("hunyuanvideo-1.5", 54)),
+    Family("qwen_image", "comfy.ldm.qwen_image.model", "QwenImageTransformer2DModel",
+           (("transformer_blocks", "double_block"),), preset=("qwen-image", 60)),
+    Family("wan", "comfy.ldm.wan.model", "WanModel", (("blocks", "double_block"),),
+           preset=("wan2.1-t2v-1.3b", 30)),
+    Family("ltxv", "comfy.ldm.lightricks.model", "LTXVModel", (("transformer_blocks", "double_block"),)),
+)
+_BY_CLASS = {(f.module, f.class_name): f for f in REGISTRY}
 
 
 @dataclass(frozen=True)
@@ -31,6 +64,8 @@ class FamilySpec:
     last_is_single: bool = False
     skipped: tuple[tuple[str, int], ...] = field(default=())
     reason: str = ""
+    preset: tuple[str, int] | None = None
+    trim_modulation: bool = False
 
     @property
     def block_caching(self) -> bool:
@@ -42,54 +77,32 @@ class FamilySpec:
         return f"{self.class_name}: whole-model output reuse ({self.reason})"
 
 
-# (module, class name) -> (family, [(block list attribute, replacement key name)], joint order)
-_KNOWN: dict[tuple[str, str], tuple[str, tuple[tuple[str, str], ...], str]] = {
-    ("comfy.ldm.flux.model", "Flux"):
-        ("flux", (("double_blocks", "double_block"), ("single_blocks", "single_block")), TXT_FIRST),
-    ("comfy.ldm.chroma.model", "Chroma"):
-        ("chroma", (("double_blocks", "double_block"), ("single_blocks", "single_block")), TXT_FIRST),
-    ("comfy.ldm.hunyuan_video.model", "HunyuanVideo"):
-        ("hunyuan_video", (("double_blocks", "double_block"), ("single_blocks", "single_block")), IMG_FIRST),
-    ("comfy.ldm.qwen_image.model", "QwenImageTransformer2DModel"):
-        ("qwen_image", (("transformer_blocks", "double_block"),), IMG_ONLY),
-    ("comfy.ldm.wan.model", "WanModel"):
-        ("wan", (("blocks", "double_block"),), IMG_ONLY),
-    ("comfy.ldm.lightricks.model", "LTXVModel"):
-        ("ltxv", (("transformer_blocks", "double_block"),), IMG_ONLY),
-}
-
-# Chroma never calls these indices (pruned blocks).
-_SKIP_ATTRS = {"double_blocks": "skip_mmdit", "single_blocks": "skip_dit"}
-
-
 def detect_family(diffusion_model: torch.nn.Module) -> FamilySpec:
     """The family spec of ``diffusion_model`` (the object behind ``get_model_object("diffusion_model")``)."""
     cls = type(diffusion_model)
-    key = (cls.__module__, cls.__name__)
-    known = _KNOWN.get(key)
-    if known is None:
+    family = _BY_CLASS.get((cls.__module__, cls.__name__))
+    if family is None:
         return FamilySpec("generic", cls.__name__, reason=_why_generic(cls))
-    name, lists, order = known
     blocks: list[tuple[str, int]] = []
     skipped: list[tuple[str, int]] = []
     last_single = False
-    for attr, kind in lists:
+    for attr, kind in family.lists:
         mods = getattr(diffusion_model, attr, None)
         if not isinstance(mods, torch.nn.ModuleList):
             return FamilySpec("generic", cls.__name__, reason=f"no block list {attr!r} on this {cls.__name__}")
-        skip = set(getattr(diffusion_model, _SKIP_ATTRS.get(attr, ""), None) or [])
+        skip = set(getattr(diffusion_model, family.skip_attrs.get(attr, ""), None) or [])
         for i in range(len(mods)):
             (skipped if i in skip else blocks).append((kind, i))
             if i not in skip:
                 last_single = kind == "single_block"
     if not blocks:
         return FamilySpec("generic", cls.__name__, reason="the block stack is empty")
-    return FamilySpec(name, cls.__name__, tuple(blocks), order if last_single else IMG_ONLY,
-                      last_single, tuple(skipped))
+    return FamilySpec(family.name, cls.__name__, tuple(blocks), family.joint_order if last_single else IMG_ONLY,
+                      last_single, tuple(skipped), preset=family.preset, trim_modulation=family.trim_modulation)
 
 
 def _why_generic(cls: type) -> str:
     for base in cls.__mro__[1:]:
-        if (base.__module__, base.__name__) in _KNOWN:
+        if (base.__module__, base.__name__) in _BY_CLASS:
             return f"{cls.__name__} changes the {base.__name__} forward, so its blocks are not cached"
     return "no per-block cache hook for this architecture"

@@ -28,9 +28,10 @@ _OURS = "_otcache_trim"
 current_call: ContextVar[Any] = ContextVar("otcache_current_call", default=None)
 
 
-def add_trim(m: Any, family: str) -> bool:
-    """Register the trim on patcher ``m`` when its family has a row-wise modulation network."""
-    if family != "chroma" or not hasattr(m, "set_injections"):
+def add_trim(m: Any) -> bool:
+    """Register the trim on patcher ``m`` (its family's registry entry says it has a row-wise modulation
+    network); False on a ComfyUI without patcher injections."""
+    if not hasattr(m, "set_injections"):
         return False
     import comfy.patcher_extension as pe
 

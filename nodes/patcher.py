@@ -92,7 +92,7 @@ class OTCacheConfig:
 
     def schedule_for_run(self, run_steps: int) -> Schedule:
         if self.source.per_run:
-            return self.source.resolve(self.family.name, run_steps, len(self.family.blocks))[0]
+            return self.source.resolve(self.family, run_steps)[0]
         return self.schedule
 
 
@@ -111,7 +111,7 @@ def patch_model(model: Any, schedule_source: Schedule | ScheduleSource | None = 
     source = _as_source(schedule_source)
     m = model.clone()
     spec = detect_family(m.get_model_object("diffusion_model"))
-    schedule, description = source.resolve(spec.name, blocks=len(spec.blocks))
+    schedule, description = source.resolve(spec)
     reuse = make_reuse(opts.reuse, opts.gamma)
     if not spec.block_caching and reuse.space != "output":
         reuse = with_space(reuse, "output")
@@ -124,8 +124,8 @@ def patch_model(model: Any, schedule_source: Schedule | ScheduleSource | None = 
     m.model_options["transformer_options"] = to
     _add_wrappers(m, generic=not spec.block_caching)
     _add_block_patches(m, cfg, spec, blocks)
-    if blocks:
-        add_trim(m, spec.name)
+    if blocks and spec.trim_modulation:
+        add_trim(m)
     _announce(cfg)
     return m
 

@@ -19,13 +19,10 @@ from dataclasses import dataclass
 from ..otcache_engine import Schedule
 from ..otcache_engine.errors import OTCacheError
 from ..otcache_engine.runtime import compat
+from .families import FamilySpec
 
 PREVIEW_STEPS = 20
 MODES = ("speedup", "compute steps")
-# family -> (preset, blocks of the model it was made for): FLUX.1-dev 19 double + 38 single, Qwen-Image 60,
-# Wan 2.1 T2V 1.3B 30, HunyuanVideo 1.5 54.
-PRESET_FOR_FAMILY = {"flux": ("flux1-dev", 57), "qwen_image": ("qwen-image", 60),
-                     "wan": ("wan2.1-t2v-1.3b", 30), "hunyuan_video": ("hunyuanvideo-1.5", 54)}
 PRESET_STEPS = (40, 60)   # "near its own setting": the presets are made for 50 steps
 
 
@@ -65,13 +62,13 @@ class ScheduleSource:
             return self.compute_steps
         return max(1, min(num_steps, int(math.floor(num_steps / self.speedup + 0.5))))
 
-    def resolve(self, family: str = "generic", num_steps: int | None = None, blocks: int = 0) -> tuple[Schedule, str]:
+    def resolve(self, family: FamilySpec | None = None, num_steps: int | None = None) -> tuple[Schedule, str]:
         """(target schedule, one-line description). ``num_steps`` is the run's step count for per-run sources
-        (a preview count without one); ``blocks`` the model's block count (decides whether a preset fits)."""
+        (a preview count without one); ``family`` the model's (decides whether a shipped preset fits)."""
         if self.connected:
             return self._from_schedules()
         n = num_steps or PREVIEW_STEPS
-        return default_schedule(family, n, self.budget_for(n), blocks)
+        return default_schedule(family, n, self.budget_for(n))
 
     def range_warning(self) -> str | None:
         """A sentence when the budget lies outside the anchor..reference range the method interpolates over."""
@@ -100,9 +97,9 @@ class ScheduleSource:
         return target, "interpolated between reference and anchor"
 
 
-def default_schedule(family: str, num_steps: int, budget: int, blocks: int = 0) -> tuple[Schedule, str]:
+def default_schedule(family: FamilySpec | None, num_steps: int, budget: int) -> tuple[Schedule, str]:
     """The no-calibration schedule: the family's preset pair near its own setting, else uniform."""
-    key = preset_for(family, num_steps, blocks)
+    key = preset_for(family, num_steps)
     pair = _preset_pair(key) if key else None
     if pair is not None:
         ref, anc = pair
@@ -116,11 +113,14 @@ def default_schedule(family: str, num_steps: int, budget: int, blocks: int = 0) 
     return uniform(num_steps, budget), "uniform schedule (calibrate, or load a schedule, to do better)"
 
 
-def preset_for(family: str, num_steps: int, blocks: int) -> str | None:
-    """The shipped preset made for this model near this step count, if any."""
-    key, made_for = PRESET_FOR_FAMILY.get(family, (None, 0))
+def preset_for(family: FamilySpec | None, num_steps: int) -> str | None:
+    """The shipped preset made for this model (its family's released one, by block count) near this step
+    count, if any."""
+    if family is None or family.preset is None:
+        return None
+    key, made_for = family.preset
     lo, hi = PRESET_STEPS
-    return key if key and blocks == made_for and lo <= num_steps <= hi else None
+    return key if len(family.blocks) == made_for and lo <= num_steps <= hi else None
 
 
 def uniform(num_steps: int, budget: int) -> Schedule:

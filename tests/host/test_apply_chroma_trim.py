@@ -41,7 +41,7 @@ def rows_seen(b) -> Iterator[list[int]]:
 
 def untrimmed(model, schedule, monkeypatch):
     with monkeypatch.context() as mp:
-        mp.setattr(P, "add_trim", lambda m, family: False)
+        mp.setattr(P, "add_trim", lambda m, *rest: False)
         return patched(model, schedule)
 
 

@@ -182,3 +182,18 @@ def test_judged_on_the_calibration_the_search_samples_no_uncached_run_again(flux
     finally:
         handle.remove()
     assert len(passes) == 2 * 3          # one trial, 3 computed steps, on each of the 2 calibration pairs
+
+
+def test_nothing_connected_uses_a_preset_only_on_its_own_model_near_its_steps(flux):
+    from otcache_pack.nodes.families import FamilySpec, detect_family
+    from otcache_pack.nodes.schedule_source import ScheduleSource, preset_for
+
+    tiny = detect_family(flux.diffusion_model)
+    assert tiny.preset == ("flux1-dev", 57) and len(tiny.blocks) == 4
+    dev = FamilySpec("flux", "Flux", tuple(("double_block", i) for i in range(19)) +
+                     tuple(("single_block", i) for i in range(38)), preset=("flux1-dev", 57))
+    assert preset_for(dev, 50) == "flux1-dev" and preset_for(dev, 28) is None and preset_for(tiny, 50) is None
+    schedule, what = ScheduleSource(speedup=2.5).resolve(dev, 50)
+    assert schedule.provenance["source"] == "preset:flux1-dev" and schedule.budget == 20
+    schedule, what = ScheduleSource(speedup=2.5).resolve(tiny, 50)
+    assert "uniform" in what and schedule.compute_steps == uniform_k(50, 20).compute_steps
