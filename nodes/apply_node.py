@@ -1,7 +1,7 @@
 """OTCache Apply: MODEL (+ reference / anchor schedules + budget) -> MODEL that skips transformer work.
 
-The node only gathers the user's choices; ``patcher.patch_model`` does the work
-on a clone, and the UI output carries the schedule for the plot widget.
+The node only gathers the user's choices; ``patcher.install`` does the work on a clone and hands back
+the config it installed, which the UI output (the schedule for the plot widget) is made from.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from comfy_api.latest import io
 from ..otcache_engine import Schedule
 from ..otcache_engine.errors import OTCacheError
 from ..otcache_engine.runtime import compat
-from .patcher import CACHE_DEVICES, REUSE_NAMES, PatchOptions, patch_model, patched_config
+from .patcher import CACHE_DEVICES, REUSE_NAMES, PatchOptions, install
 from .preview import plot_payload, ui_output
 from .provenance import check_model
 from .reuse_choice import AUTO, DEFAULT, resolve as resolve_operator
@@ -78,7 +78,7 @@ class OTCacheApply(io.ComfyNode):
                     raise OTCacheError(f"the {name} input must be an OTCACHE_SCHEDULE, got {type(value).__name__}")
             source = ScheduleSource(reference, anchor, budget_mode, float(speedup), int(compute_steps))
             op, why = resolve_operator(reuse, float(gamma), reference, anchor)
-            patched = patch_model(model, source, PatchOptions(op.reuse, op.gamma, cache_device))
+            patched, cfg = install(model, source, PatchOptions(op.reuse, op.gamma, cache_device))
         except OTCacheError as e:
             raise ValueError(f"OTCache Apply: {e}") from None
         warnings = _provenance_warnings(model, reference, anchor)
@@ -86,7 +86,7 @@ class OTCacheApply(io.ComfyNode):
         if outside:
             log.warning("OTCache Apply: %s", outside)
             warnings.append(outside)
-        return io.NodeOutput(patched, ui=ui_output(_payload(patched, source, why, warnings)))
+        return io.NodeOutput(patched, ui=ui_output(_payload(cfg, source, why, warnings)))
 
 
 def _provenance_warnings(model, *schedules: Schedule | None) -> list[str]:
@@ -104,8 +104,7 @@ def _provenance_warnings(model, *schedules: Schedule | None) -> list[str]:
     return found
 
 
-def _payload(patched, source: ScheduleSource, why: str, warnings: list[str] | None = None) -> dict:
-    cfg = patched_config(patched)
+def _payload(cfg, source: ScheduleSource, why: str, warnings: list[str] | None = None) -> dict:
     target = cfg.schedule
     shown = {}
     for role in ("reference", "anchor"):

@@ -28,12 +28,12 @@ Block = Callable[[dict, dict], dict]
 class CallState:
     """One diffusion-model call: the decision, its streams, and what the blocks hand to each other."""
 
-    __slots__ = ("d", "uuids", "reuse", "forced", "residual", "h_in", "reached", "boundary", "pending")
+    __slots__ = ("d", "uuids", "compute", "forced", "residual", "h_in", "reached", "boundary", "pending")
 
-    def __init__(self, d: Any, uuids: list, reuse: bool) -> None:
+    def __init__(self, d: Any, uuids: list) -> None:
         self.d = d
         self.uuids = uuids
-        self.reuse = reuse
+        self.compute = d.compute      # the step's decision; False -> the blocks pass through, the cache is added
         self.forced = False
         self.residual: torch.Tensor | None = None
         self.h_in: torch.Tensor | None = None
@@ -43,7 +43,7 @@ class CallState:
 
     def compute_anyway(self) -> None:
         """The step was to reuse but no cache fits: compute it, after what was skipped for the reuse."""
-        self.reuse, self.forced = False, True
+        self.compute, self.forced = True, True
         if self.pending is not None:
             self.pending()
             self.pending = None
@@ -71,7 +71,7 @@ def make_block_patch(token: object, inner: Block | None, *, first: bool, last: b
             run = to.get(RUN_KEY) if to is not None else None
             if run is not None:
                 call = run.call
-                if call is not None and call.reuse:
+                if call is not None and not call.compute:
                     return args
             return run_block(args, extra)
         patch = middle
@@ -83,16 +83,16 @@ def make_block_patch(token: object, inner: Block | None, *, first: bool, last: b
             if first:
                 call.reached = True
                 img = args["img"]
-                if call.reuse:
+                if not call.compute:
                     r = run.session.predict_batch(call.uuids, call.d, tuple(img.shape), img.device)
                     if r is None:
                         call.compute_anyway()
                     else:
                         call.residual = r
-                if not call.reuse and call.d.store:
+                if call.compute and call.d.store:
                     # A copy: newer ComfyUI blocks update their input in place (img += ...).
                     call.h_in = img.clone()
-            if call.reuse:
+            if not call.compute:
                 return _with_residual(run, args, call) if last else args
             if joint_first and call.boundary is not None:
                 run.check_layout(args, call)

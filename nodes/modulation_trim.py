@@ -68,7 +68,7 @@ def _eject(patcher: Any) -> None:
 def _trimmed_forward(full: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
     def forward(x: torch.Tensor) -> torch.Tensor:
         call = current_call.get()
-        if call is None or not call.reuse or x.ndim != 3 or x.shape[1] <= FINAL_ROWS:
+        if call is None or call.compute or x.ndim != 3 or x.shape[1] <= FINAL_ROWS:
             return full(x)
         tail = full(x[:, -FINAL_ROWS:])
         out = tail.new_zeros((*x.shape[:-1], tail.shape[-1]))
