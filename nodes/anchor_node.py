@@ -27,7 +27,7 @@ from ..otcache_engine import Schedule
 from ..otcache_engine.anchor_search import AnchorConfig, search_anchor
 from ..otcache_engine.errors import OTCacheError
 from ..otcache_engine.metrics import Perceptual, perceptual_metric
-from ..otcache_engine.runtime import compat
+from ..otcache_engine.warp import retarget
 from . import ladder
 from .calibrate_node import CalibrationPair, calibration_pairs, default_anchor_budget, parse_seeds, sampler_inputs
 from .calibration_data import CalibrationData
@@ -183,7 +183,7 @@ def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds:
         anchor = anchor.with_provenance(metric_warning=metric.warning)
     checked = ""
     if validate:
-        ref_n = reference if reference.num_steps == n else compat.retarget_full(reference, n)
+        ref_n = reference if reference.num_steps == n else retarget(reference, n)
         progress.set(0, ladder.calls(ref_n, anchor, len(pairs)))
         steps = ladder.build(judge, ref_n, anchor, calibration, op, progress.step)
         anchor = anchor.with_provenance(ladder=steps)

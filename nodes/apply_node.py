@@ -11,7 +11,7 @@ from comfy_api.latest import io
 
 from ..otcache_engine import Schedule
 from ..otcache_engine.errors import OTCacheError
-from ..otcache_engine.runtime import compat
+from ..otcache_engine.warp import retarget
 from .patcher import CACHE_DEVICES, REUSE_NAMES, PatchOptions, install
 from .preview import plot_payload, ui_output
 from .provenance import check_model
@@ -82,10 +82,9 @@ class OTCacheApply(io.ComfyNode):
         except OTCacheError as e:
             raise ValueError(f"OTCache Apply: {e}") from None
         warnings = _provenance_warnings(model, reference, anchor)
-        outside = source.range_warning()
-        if outside:
-            log.warning("OTCache Apply: %s", outside)
-            warnings.append(outside)
+        for line in cfg.schedule.provenance.get("warnings", ()):
+            log.warning("OTCache Apply: %s", line)
+            warnings.append(line)
         return io.NodeOutput(patched, ui=ui_output(_payload(cfg, source, why, warnings)))
 
 
@@ -110,7 +109,7 @@ def _payload(cfg, source: ScheduleSource, why: str, warnings: list[str] | None =
     for role in ("reference", "anchor"):
         s = getattr(source, role)
         if s is not None and s.num_steps != target.num_steps:
-            shown[f"shown_{role}"] = compat.retarget_full(s, target.num_steps)
+            shown[f"shown_{role}"] = retarget(s, target.num_steps)
     note = f"{cfg.family.describe()}; reuse {cfg.reuse.describe()} ({why}); {cfg.description}"
     if source.per_run:
         note += f"; made for each run's step count (shown for {target.num_steps})"

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from ..otcache_engine import Schedule
 from ..otcache_engine.baselines import uniform_k
 from ..otcache_engine.errors import OTCacheError
-from ..otcache_engine.transport import LADDER_KEY
+from ..otcache_engine.transport import LADDER_KEY, schedule_at
 from .judge import Judge, Operator
 
 
@@ -76,8 +76,6 @@ def summary(ladder: dict[str, Any]) -> str:
 
 def plain_interpolation(reference: Schedule, anchor: Schedule, budget: int) -> Schedule:
     """The OT interpolation alone, whatever ladder the anchor carries."""
-    from ..otcache_engine.runtime.compat import interpolate
-
     if LADDER_KEY in anchor.provenance:
         anchor = anchor.replace(provenance={k: v for k, v in anchor.provenance.items() if k != LADDER_KEY})
-    return interpolate(reference, anchor, budget)
+    return schedule_at(reference, anchor, budget)

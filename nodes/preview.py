@@ -230,9 +230,7 @@ def _compute(reference, anchor, num_steps, sigmas, mode, speedup, budget) -> dic
         lo, hi = sorted((reference.budget, retarget(anchor, reference.num_steps).budget
                          if anchor.num_steps != reference.num_steps else anchor.budget))
         note = f"K={target.budget} of N={target.num_steps}, between the anchor and the reference ({lo}..{hi}): {what}"
-        outside = source.range_warning()
-        if outside:
-            extra.append(outside)
+        extra += list(target.provenance.get("warnings", ()))
     else:
         label = "in use"
         role = "reference" if reference is not None else "anchor"

@@ -13,12 +13,11 @@ The choice is always announced in the log.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 from ..otcache_engine import Schedule
 from ..otcache_engine.errors import OTCacheError
-from ..otcache_engine.runtime import compat
+from ..otcache_engine import transport, warp
 from .families import FamilySpec
 
 PREVIEW_STEPS = 20
@@ -70,26 +69,13 @@ class ScheduleSource:
         n = num_steps or PREVIEW_STEPS
         return default_schedule(family, n, self.budget_for(n))
 
-    def range_warning(self) -> str | None:
-        """A sentence when the budget lies outside the anchor..reference range the method interpolates over."""
-        if self.reference is None or self.anchor is None:
-            return None
-        k = self.budget_for(self.reference.num_steps)
-        anchor_k = self.anchor.budget if self.anchor.num_steps == self.reference.num_steps else \
-            compat.retarget_full(self.anchor, self.reference.num_steps).budget
-        lo, hi = sorted((anchor_k, self.reference.budget))
-        if lo <= k <= hi:
-            return None
-        return (f"K={k} is outside [{lo}, {hi}] spanned by the anchor and the reference: the nearest one's shape "
-                "is re-sampled, unvalidated (calibrate a reference or search an anchor nearer this budget)")
-
     def _from_schedules(self) -> tuple[Schedule, str]:
         if self.reference is None or self.anchor is None:
             only = self.reference if self.reference is not None else self.anchor
             role = "reference" if self.reference is not None else "anchor"
             return only, f"the {role} as connected (connect both a reference and an anchor to set the budget)"
         budget = self.budget_for(self.reference.num_steps)
-        target = compat.interpolate(self.reference, self.anchor, budget)
+        target = transport.schedule_at(self.reference, self.anchor, budget)
         source = str(target.provenance.get("source", ""))
         if source.startswith("validation ladder"):
             return target, (f"{source.split('(')[-1].rstrip(')')} schedule, measured best at K={budget} on the "
@@ -103,11 +89,9 @@ def default_schedule(family: FamilySpec | None, num_steps: int, budget: int) -> 
     pair = _preset_pair(key) if key else None
     if pair is not None:
         ref, anc = pair
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if ref.num_steps != num_steps:
-                ref, anc = compat.retarget_full(ref, num_steps), compat.retarget_full(anc, num_steps)
-            target = compat.interpolate(ref, anc, budget)
+        if ref.num_steps != num_steps:
+            ref, anc = warp.retarget(ref, num_steps), warp.retarget(anc, num_steps)
+        target = transport.schedule_at(ref, anc, budget)
         return (target.with_provenance(source=f"preset:{key}"),
                 f"built-in preset {key} (made for this model at 50 steps), interpolated")
     return uniform(num_steps, budget), "uniform schedule (calibrate, or load a schedule, to do better)"

@@ -28,7 +28,7 @@ import numpy as np
 from .errors import InfeasibleBudgetError, ScheduleError
 from .projection import check_feasible, project, smallest_feasible_budget, smallest_feasible_gap
 from .schedule import Schedule
-from .warp import COORDS, Warp, make_coordinate, retarget, w2
+from .warp import COORDS, Warp, make_coordinate, resample, retarget, w2
 
 Cost = Callable[[tuple[int, ...]], Any]  # steps -> comparable (float, or tuple for leximax)
 
@@ -90,21 +90,25 @@ def path_cost(weights: np.ndarray, objective: str = "leximax") -> Cost:
 def interpolate(reference: Schedule, anchor: Schedule, budget: int, num_steps: int | None = None,
                 rule: str = "linear_k", coord: str = "index", max_gap: int | None = None,
                 sigmas: Sequence[float] | None = None, cost: Cost | None = None,
-                lambda_grid: Sequence[float] | None = None) -> Schedule:
+                lambda_grid: Sequence[float] | None = None, notes: list[str] | None = None) -> Schedule:
     """Schedule with ``budget`` computed steps between ``reference`` and ``anchor``.
 
     ``num_steps`` retargets both endpoints first (keeping their speedups);
     ``coord="sigma"`` interpolates noise progress on ``sigmas`` (default: the
     reference's grid). ``rule="predicted_error"`` picks lambda on
     ``lambda_grid`` (default 0, 0.01, ..., 1) minimising ``cost`` (see
-    ``path_cost``) of the projected schedule.
+    ``path_cost``) of the projected schedule. What a caller should be told (a budget outside the two, a
+    raised gap cap) travels with the result, as ``provenance["warnings"]``; it is also appended to
+    ``notes`` when given, else raised as an ``OTCacheWarning``.
     """
     reference, anchor = _same_grid(reference, anchor, num_steps, sigmas)
     n = reference.num_steps
     _check_budget(budget, n)
     k_ref, k_anc = reference.budget, anchor.budget
-    lam = _lambda(rule, budget, k_ref, k_anc)
-    gap = _auto_gap(reference, anchor, budget, max_gap)
+    said: list[str] = []
+    lam = _lambda(rule, budget, k_ref, k_anc, said)
+    gap = _auto_gap(reference, anchor, budget, max_gap, said)
+    _tell(said, notes)
     if budget == n:
         steps: tuple[int, ...] = tuple(range(n))
     elif budget == 2 and reference.force_last:
@@ -115,9 +119,30 @@ def interpolate(reference: Schedule, anchor: Schedule, budget: int, num_steps: i
         if rule == "predicted_error" and lam is None:
             lam = _best_lambda(place, cost, lambda_grid)
         steps = place(lam)
+    prov = _provenance(reference, anchor, budget, lam, rule, coord)
+    if said:
+        prov["warnings"] = said
     return Schedule(n, steps, kind="interpolated", force_last=reference.force_last, coord=coord,
-                    sigmas=sigmas if sigmas is not None else reference.sigmas, max_gap=gap,
-                    provenance=_provenance(reference, anchor, budget, lam, rule, coord))
+                    sigmas=sigmas if sigmas is not None else reference.sigmas, max_gap=gap, provenance=prov)
+
+
+def schedule_at(reference: Schedule, anchor: Schedule | None, budget: int) -> Schedule:
+    """The schedule OTCache Apply runs at ``budget`` on the reference's steps.
+
+    With an anchor: its validation ladder's measured schedule there (``ladder_steps``), else the
+    W2-geodesic interpolation; without one, the reference's own warp re-sampled at the budget (its shape
+    kept). Warnings come back in ``provenance["warnings"]``.
+    """
+    if anchor is None or (anchor.budget == reference.budget and anchor.num_steps == reference.num_steps):
+        return resample(reference, budget)
+    measured = ladder_steps(anchor, reference.num_steps, budget)
+    if measured is None:
+        return interpolate(reference, anchor, budget, num_steps=reference.num_steps, notes=[])
+    steps, source = measured
+    return Schedule(reference.num_steps, steps, kind="interpolated", force_last=reference.force_last,
+                    sigmas=reference.sigmas, provenance={**carried(reference), "budget": budget,
+                                                         "source": f"validation ladder ({source})",
+                                                         "steps": reference.num_steps})
 
 
 def interpolate_many(anchors: Sequence[Schedule], budget: int, **kwargs: Any) -> Schedule:
@@ -194,15 +219,22 @@ def _check_budget(budget: int, num_steps: int) -> None:
             f"budget K={budget} is out of range: at most num_steps={num_steps} steps can be computed")
 
 
-def _lambda(rule: str, budget: int, k_ref: int, k_anc: int) -> float | None:
+def _tell(said: list[str], notes: list[str] | None) -> None:
+    for message in said:
+        if notes is None:
+            warnings.warn(message, OTCacheWarning, stacklevel=4)
+        else:
+            notes.append(message)
+
+
+def _lambda(rule: str, budget: int, k_ref: int, k_anc: int, said: list[str]) -> float | None:
     """Clamped lambda, or None when predicted_error must choose it."""
     if rule not in ALL_RULES:
         raise ScheduleError(f"unknown interpolation rule {rule!r}; expected one of {list(ALL_RULES)}")
     lo, hi = min(k_ref, k_anc), max(k_ref, k_anc)
     if not lo <= budget <= hi:
-        warnings.warn(f"budget K={budget} is outside [{lo}, {hi}] spanned by the two schedules; "
-                      "extrapolation is not supported, lambda is clamped (add a schedule nearer that budget)",
-                      OTCacheWarning, stacklevel=3)
+        said.append(f"budget K={budget} is outside [{lo}, {hi}] spanned by the two schedules; the nearest "
+                    "one's shape is re-sampled, unvalidated (add a schedule nearer that budget)")
     if budget == k_ref:
         return 0.0
     if budget == k_anc:
@@ -212,7 +244,7 @@ def _lambda(rule: str, budget: int, k_ref: int, k_anc: int) -> float | None:
     return min(1.0, max(0.0, budget_to_lambda(rule, budget, k_ref, k_anc)))
 
 
-def _auto_gap(reference: Schedule, anchor: Schedule, budget: int, max_gap: int | None) -> int:
+def _auto_gap(reference: Schedule, anchor: Schedule, budget: int, max_gap: int | None, said: list[str]) -> int:
     n, force_last = reference.num_steps, reference.force_last
     if max_gap is not None:
         check_feasible(budget, n, max_gap, force_last)
@@ -221,8 +253,8 @@ def _auto_gap(reference: Schedule, anchor: Schedule, budget: int, max_gap: int |
     check_feasible(budget, n, None, force_last)
     if budget < smallest_feasible_budget(n, gap, force_last):
         raised = smallest_feasible_gap(n, budget, force_last)
-        warnings.warn(f"budget K={budget} needs gaps longer than the schedules' largest ({gap}); "
-                      f"max gap raised to {raised}", OTCacheWarning, stacklevel=3)
+        said.append(f"budget K={budget} needs gaps longer than the schedules' largest ({gap}); "
+                    f"max gap raised to {raised}")
         gap = raised
     return gap
 

@@ -119,23 +119,34 @@ def sigma_positions(schedule_sigmas: Sequence[float], run_sigmas: Sequence[float
     return np.interp(-run, -grid, np.arange(grid.size, dtype=np.float64))
 
 
-def mask_at_positions(schedule: Schedule, positions: Sequence[float]) -> tuple[bool, ...]:
-    """Compute mask of run steps at fractional ``positions`` on the schedule's grid.
+def crossing_mask(schedule: Schedule, positions: Sequence[float], force_last: bool) -> tuple[bool, ...]:
+    """Compute mask for run steps covering schedule positions [p_j, p_{j+1}].
 
-    Run step j computes when it covers a computed schedule step, i.e. some s in
-    S with p_{j-1} < s <= p_j; the first run step always computes (nothing is
-    cached yet). On an exact slice this is the schedule's own mask there.
+    The schedule is read as a compute density (one unit on [s, s+1) for every
+    computed step s). Its cumulative count over the covered window, rescaled
+    so the run keeps the schedule's local compute fraction, is walked step by
+    step; a run step computes when that count crosses an integer inside it.
+    This is the identity when the positions are 0..N, and for an exact slice
+    of the schedule's grid it is the schedule's own mask there; on a finer or
+    coarser grid it keeps the local speedup and the dense/sparse pattern.
+    Step 0 of the run always computes (a new run has nothing to reuse).
     """
-    p = np.asarray(positions, dtype=np.float64).ravel()
-    if p.size == 0:
+    p = np.clip(np.asarray(positions, dtype=np.float64), 0.0, float(schedule.num_steps))
+    n = p.size - 1
+    if n < 1:
         return ()
-    if np.any(np.diff(p) < 0):
-        raise ScheduleError("run positions must be non-decreasing")
-    steps = np.asarray(schedule.compute_steps, dtype=np.float64)
-    eps = 1e-9
-    upto = np.searchsorted(steps, p + eps, side="right")
-    covered = np.diff(upto) > 0
-    return (True,) + tuple(bool(c) for c in covered)
+    cum = np.concatenate(([0.0], np.cumsum(np.asarray(schedule.mask, dtype=np.float64))))
+    c = np.interp(p, np.arange(cum.size, dtype=np.float64), cum)
+    width = p[-1] - p[0]
+    scale = n / width if width > 1e-12 else 1.0
+    m = np.round((c - c[0]) * scale, 9)  # absorb float noise so exact integers stay exact
+    # an integer k with m[j] <= k < m[j+1] exists  <=>  ceil(m[j]) < m[j+1]
+    out = [math.ceil(m[j]) < m[j + 1] for j in range(n)]
+    out[0] = True
+    if force_last:
+        out[-1] = True
+    return tuple(bool(v) for v in out)
+
 
 
 # --- warps --------------------------------------------------------------------
@@ -318,3 +329,41 @@ def _retarget_provenance(schedule: Schedule, num_steps: int, budget: int, coord:
     if "budget" in prov:
         prov["budget"] = budget
     return prov
+
+
+# --- carrying a schedule onto a run ---------------------------------------------------
+
+def retarget_mask(schedule: Schedule, num_steps: int, run_sigmas: Sequence[float] | None) -> tuple[bool, ...]:
+    """Mask of ``schedule`` carried to a full run of ``num_steps`` steps, keeping its speedup.
+
+    The schedule's own coordinate decides: index (step fraction) or sigma
+    (noise level, when the schedule and the run both have a grid). Should the
+    warp's projection find no feasible schedule (tiny runs), the density rule
+    takes over rather than failing the user's sampling run.
+    """
+    use_sigma = schedule.coord == "sigma" and schedule.sigmas is not None and run_sigmas is not None
+    try:
+        target = retarget(schedule, num_steps, sigmas=list(run_sigmas) if use_sigma else None,
+                          coord="sigma" if use_sigma else "index")
+        return tuple(target.mask)
+    except ValueError:   # ScheduleError and InfeasibleBudgetError are ValueErrors
+        if use_sigma:
+            pos = sigma_positions(schedule.sigmas, run_sigmas)
+        else:
+            pos = np.arange(num_steps + 1, dtype=np.float64) * (schedule.num_steps / num_steps)
+        return crossing_mask(schedule, pos, force_last=schedule.force_last)
+
+
+def resample(schedule: Schedule, budget: int) -> Schedule:
+    """``schedule``'s warp at ``budget`` computed steps on its own N (no gap cap)."""
+    n = schedule.num_steps
+    budget = max(1, min(int(budget), n))
+    if budget == schedule.budget:
+        return schedule
+    if budget == n:
+        return schedule.replace(compute_steps=tuple(range(n)), kind="interpolated", max_gap=None)
+    force_last = schedule.force_last and budget >= 2
+    phi = Warp.from_schedule(schedule)
+    coordinate = make_coordinate(schedule.coord, n, schedule.force_last, schedule.sigmas)
+    steps = project(phi.positions(budget, coordinate), n, None, force_last)
+    return schedule.replace(compute_steps=steps, kind="interpolated", force_last=force_last, max_gap=None)

@@ -197,8 +197,6 @@ def edge_error_ranking(calibration: Any, anchor: Any) -> dict[str, Any]:
 
 
 def run_cell(setup: setups.Setup, steps: int, trials: int, with_direct: bool = True) -> Cell:
-    from otcache_pack.otcache_engine.runtime.compat import interpolate
-
     model = setups.load(setup)
     cell = Cell(setup.name, steps)
     scorer = Scorer(model, setup, steps, held_out_pairs())

@@ -19,7 +19,7 @@ scheduler):
    placed on the schedule's step axis by noise level (position p_j, linear
    between grid points); run step j covers schedule positions [p_j, p_{j+1}].
    The run gets the part of the schedule inside [p_0, p_n] at the same local
-   compute fraction (see ``compat.crossing_mask``). Its first step always
+   compute fraction (see ``warp.crossing_mask``). Its first step always
    computes (a new run has no cache); its last step computes when the slice
    reaches the schedule's end and the schedule forces the last step. So two
    stages split at any step get, between them, the schedule's pattern over the
@@ -36,7 +36,7 @@ from typing import Sequence
 
 from ..errors import ScheduleError
 from ..schedule import Schedule
-from . import compat
+from .. import warp
 
 RTOL = 1e-4
 ATOL = 1e-7
@@ -74,15 +74,15 @@ class StepPlan:
         if grid is None:
             if n == big_n:
                 return cls(sig, schedule.mask, "identity", big_n, (0.0, float(big_n)))
-            return cls(sig, compat.retarget_mask(schedule, n, None), "retarget", big_n, (0.0, float(big_n)))
-        pos = compat.sigma_positions(grid, sig)
+            return cls(sig, warp.retarget_mask(schedule, n, None), "retarget", big_n, (0.0, float(big_n)))
+        pos = warp.sigma_positions(grid, sig)
         window = (float(pos[0]), float(pos[-1]))
         covers_start, covers_end = pos[0] <= _EDGE, pos[-1] >= big_n - _EDGE
         if covers_start and covers_end:
             if n == big_n and (schedule.coord == "index" or _same(grid, sig)):
                 return cls(sig, schedule.mask, "identity", big_n, window)
-            return cls(sig, compat.retarget_mask(schedule, n, sig), "retarget", big_n, window)
-        mask = compat.crossing_mask(schedule, pos, force_last=schedule.force_last and covers_end)
+            return cls(sig, warp.retarget_mask(schedule, n, sig), "retarget", big_n, window)
+        mask = warp.crossing_mask(schedule, pos, force_last=schedule.force_last and covers_end)
         return cls(sig, mask, "slice", big_n, window)
 
     # --- views ------------------------------------------------------------

@@ -12,7 +12,8 @@ from hypothesis import given, settings, strategies as st
 from otcache_engine import Schedule
 from otcache_engine.errors import OTCacheError
 from otcache_engine.runtime import CacheSession, StepPlan, make_reuse
-from otcache_engine.runtime.compat import crossing_mask, interpolate, resample
+from otcache_engine.transport import schedule_at
+from otcache_engine.warp import crossing_mask, resample
 from otcache_engine.runtime.reuse import CacheEntry, with_space
 
 
@@ -138,8 +139,8 @@ def test_crossing_mask_on_an_exact_slice_is_the_schedule_there(case):
 
 def test_interpolate_and_resample():
     ref, anc = Schedule(10, (0, 1, 2, 3, 4, 6, 9)), Schedule(10, (0, 4, 9))
-    assert interpolate(ref, anc, 7).compute_steps == ref.compute_steps
-    assert interpolate(ref, anc, 5).budget == 5
+    assert schedule_at(ref, anc, 7).compute_steps == ref.compute_steps
+    assert schedule_at(ref, anc, 5).budget == 5
     r = resample(ref, 4)
     assert r.budget == 4 and r.compute_steps[0] == 0 and r.compute_steps[-1] == 9
 

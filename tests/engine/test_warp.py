@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from otcache_engine.errors import InfeasibleBudgetError, ScheduleError
 from otcache_engine.schedule import Schedule
 from otcache_engine.warp import (
-    Warp, atomic_w2, index_coordinate, make_coordinate, mask_at_positions, retarget, sigma_coordinate,
+    Warp, atomic_w2, index_coordinate, make_coordinate, retarget, sigma_coordinate,
     sigma_positions, tau, w2, xi,
 )
 
@@ -237,19 +237,3 @@ def test_sigma_positions_of_a_slice_are_integers():
     mid = sigma_positions(sig, [0.5 * (sig[3] + sig[4])])
     assert mid == pytest.approx([3.5])
     assert sigma_positions(sig, [2.0, -1.0]) == pytest.approx([0, 50])  # clamped
-
-
-def test_mask_at_positions_on_a_slice_is_the_schedule_mask_there():
-    s = Schedule(20, (0, 1, 2, 5, 9, 14, 19))
-    mask = mask_at_positions(s, np.arange(8, 20))
-    assert mask[0] is True  # the first step of a run always computes
-    assert mask[1:] == s.mask[9:20]
-
-
-def test_mask_at_positions_on_a_coarser_grid_covers_every_computed_step():
-    s = Schedule(20, (0, 1, 2, 5, 9, 14, 19))
-    pos = np.arange(0, 20, 2.0)  # 10 run steps over the same range
-    mask = mask_at_positions(s, pos)
-    assert mask == (True, True, False, True, False, True, False, True, False, False)
-    with pytest.raises(ScheduleError):
-        mask_at_positions(s, [3, 2])
