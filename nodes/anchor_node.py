@@ -34,7 +34,7 @@ from .calibration_data import CalibrationData
 from .judge import Judge
 from .preview import plot_payload, ui_output
 from .provenance import model_hash, run_provenance
-from .reuse_choice import AUTO, DEFAULT, resolve as resolve_operator
+from .reuse_choice import AUTO, DEFAULT, operator_for
 from .run_sampling import Progress, SamplerSettings, run_sigmas, uncached
 from .schedule_nodes import CalibrationType, ScheduleType, clean_name
 
@@ -150,7 +150,7 @@ def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds:
         raise OTCacheError(f"anchor budget {k} must be below the reference's {ref_k} computed steps "
                            f"(the anchor is the extreme low end); lower it or use a richer reference")
     pairs, judged_on = judged_pairs(s, seeds, calibration, own_seeds)
-    op, _ = resolve_operator(reuse, gamma, reference)
+    op, _ = operator_for(reuse, gamma, reference)
     metric = metric or perceptual_metric(has_decoder=vae is not None,
                                          device=comfy.model_management.get_torch_device())
     key = model_hash(base)

@@ -15,7 +15,7 @@ from ..otcache_engine.warp import retarget
 from .patcher import CACHE_DEVICES, REUSE_NAMES, PatchOptions, install
 from .preview import plot_payload, ui_output
 from .provenance import check_model
-from .reuse_choice import AUTO, DEFAULT, resolve as resolve_operator
+from .reuse_choice import AUTO, DEFAULT, operator_for
 from .schedule_source import MODES, ScheduleSource
 
 log = logging.getLogger("otcache")
@@ -77,7 +77,7 @@ class OTCacheApply(io.ComfyNode):
                 if value is not None and not isinstance(value, Schedule):
                     raise OTCacheError(f"the {name} input must be an OTCACHE_SCHEDULE, got {type(value).__name__}")
             source = ScheduleSource(reference, anchor, budget_mode, float(speedup), int(compute_steps))
-            op, why = resolve_operator(reuse, float(gamma), reference, anchor)
+            op, why = operator_for(reuse, float(gamma), reference, anchor)
             patched, cfg = install(model, source, PatchOptions(op.reuse, op.gamma, cache_device))
         except OTCacheError as e:
             raise ValueError(f"OTCache Apply: {e}") from None

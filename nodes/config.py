@@ -66,7 +66,7 @@ class OTCacheConfig:
 
     def schedule_for_run(self, run_steps: int) -> Schedule:
         if self.source.per_run:
-            return self.source.resolve(self.family, run_steps)[0]
+            return self.source.target(self.family, run_steps)[0]
         return self.schedule
 
 

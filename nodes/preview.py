@@ -217,8 +217,8 @@ def _compute(reference, anchor, num_steps, sigmas, mode, speedup, budget) -> dic
         raise PreviewError(f"'budget' must be at most the schedule's {first.num_steps} steps, got {budget}")
     source = ScheduleSource(reference=reference, anchor=anchor, mode=mode,
                             speedup=float(speedup) if speedup is not None else 2.0,
-                            compute_steps=int(budget) if budget is not None else 0)
-    target, what = source.resolve()
+                            budget=int(budget) if budget is not None else 0)
+    target, what = source.target()
     n = num_steps if num_steps is not None else target.num_steps
 
     def shown(s):

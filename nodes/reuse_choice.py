@@ -59,7 +59,7 @@ def recorded(*schedules: Schedule | None) -> Operator | None:
     return None
 
 
-def resolve(reuse: str, gamma: float, *schedules: Schedule | None) -> tuple[Operator, str]:
+def operator_for(reuse: str, gamma: float, *schedules: Schedule | None) -> tuple[Operator, str]:
     """The operator to run with, and where it came from: an explicit choice, or for ``auto`` the measured
     one of the schedules, else :data:`DEFAULT`."""
     if reuse != AUTO:

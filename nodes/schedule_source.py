@@ -33,16 +33,16 @@ class ScheduleSource:
     anchor: Schedule | None = None
     mode: str = "speedup"
     speedup: float = 2.0
-    compute_steps: int = 0
+    budget: int = 0                     # K in 'compute steps' mode (a schedule's compute_steps is its step list)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise OTCacheError(f"unknown budget mode {self.mode!r}; choose one of {list(MODES)}")
         if not (isinstance(self.speedup, (int, float)) and math.isfinite(self.speedup) and self.speedup >= 1.0):
             raise OTCacheError(f"speedup must be a number >= 1.0 (1.0 = compute every step), got {self.speedup!r}")
-        if self.mode == "compute steps" and (not isinstance(self.compute_steps, int) or self.compute_steps < 1):
+        if self.mode == "compute steps" and (not isinstance(self.budget, int) or self.budget < 1):
             raise OTCacheError(f"compute_steps must be a positive integer in 'compute steps' mode, "
-                               f"got {self.compute_steps!r}")
+                               f"got {self.budget!r}")
 
     @property
     def connected(self) -> bool:
@@ -55,13 +55,13 @@ class ScheduleSource:
 
     def budget_for(self, num_steps: int) -> int:
         if self.mode == "compute steps":
-            if self.compute_steps > num_steps:
-                raise OTCacheError(f"compute_steps={self.compute_steps} exceeds the schedule's {num_steps} steps; "
+            if self.budget > num_steps:
+                raise OTCacheError(f"compute_steps={self.budget} exceeds the schedule's {num_steps} steps; "
                                    f"use at most {num_steps}")
-            return self.compute_steps
+            return self.budget
         return max(1, min(num_steps, int(math.floor(num_steps / self.speedup + 0.5))))
 
-    def resolve(self, family: FamilySpec | None = None, num_steps: int | None = None) -> tuple[Schedule, str]:
+    def target(self, family: FamilySpec | None = None, num_steps: int | None = None) -> tuple[Schedule, str]:
         """(target schedule, one-line description). ``num_steps`` is the run's step count for per-run sources
         (a preview count without one); ``family`` the model's (decides whether a shipped preset fits)."""
         if self.connected:

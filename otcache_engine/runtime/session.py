@@ -80,7 +80,7 @@ class CacheSession:
         d = self._decision
         if d is not None:
             return d
-        step = self.plan.resolve(sigma)
+        step = self.plan.step_of(sigma)
         if step is None:
             d = _OFF
         else:

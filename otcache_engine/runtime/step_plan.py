@@ -25,7 +25,7 @@ scheduler):
    stages split at any step get, between them, the schedule's pattern over the
    whole range, each stage restarting with a computed step.
 
-Step identity comes from sigma (``resolve``), never from counting calls.
+Step identity comes from sigma (``step_of``), never from counting calls.
 """
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ class StepPlan:
         return self.compute[step]
 
     # --- hot path -----------------------------------------------------------
-    def resolve(self, sigma: float) -> int | None:
+    def step_of(self, sigma: float) -> int | None:
         """Run step of an evaluation at ``sigma``: a grid sigma it is close to, else the
         interval (sigma_{j+1}, sigma_j) that contains it; None for an empty plan."""
         n = len(self.compute)

@@ -97,18 +97,18 @@ def test_two_stage_split_reassembles_the_schedule():
 def test_resolve_by_sigma():
     plan = StepPlan.build(SCHED, grid(10), None)
     g = grid(10)
-    assert [plan.resolve(g[i]) for i in range(10)] == list(range(10))
-    assert plan.resolve(g[3] * (1 + 1e-6)) == 3                      # isclose to a grid sigma
-    assert plan.resolve((g[3] + g[4]) / 2) == 3                      # inside the interval of step 3
-    assert plan.resolve(5.0) == 0 and plan.resolve(0.0) == 9         # outside the grid
+    assert [plan.step_of(g[i]) for i in range(10)] == list(range(10))
+    assert plan.step_of(g[3] * (1 + 1e-6)) == 3                      # isclose to a grid sigma
+    assert plan.step_of((g[3] + g[4]) / 2) == 3                      # inside the interval of step 3
+    assert plan.step_of(5.0) == 0 and plan.step_of(0.0) == 9         # outside the grid
     heun = [g[0], g[1], g[1], g[2], g[2], g[3]]                       # predictor / corrector pairs
-    assert [plan.resolve(s) for s in heun] == [0, 1, 1, 2, 2, 3]
+    assert [plan.step_of(s) for s in heun] == [0, 1, 1, 2, 2, 3]
 
 
 def test_unordered_and_empty_runs():
     assert StepPlan.build(SCHED, [0.5, 0.8, 0.0], None).all_compute
     empty = StepPlan.build(SCHED, [1.0], None)
-    assert empty.num_steps == 0 and empty.resolve(0.5) is None
+    assert empty.num_steps == 0 and empty.step_of(0.5) is None
 
 
 def test_full_schedule_is_all_compute():

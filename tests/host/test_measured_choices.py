@@ -193,7 +193,7 @@ def test_nothing_connected_uses_a_preset_only_on_its_own_model_near_its_steps(fl
     dev = FamilySpec("flux", "Flux", tuple(("double_block", i) for i in range(19)) +
                      tuple(("single_block", i) for i in range(38)), preset=("flux1-dev", 57))
     assert preset_for(dev, 50) == "flux1-dev" and preset_for(dev, 28) is None and preset_for(tiny, 50) is None
-    schedule, what = ScheduleSource(speedup=2.5).resolve(dev, 50)
+    schedule, what = ScheduleSource(speedup=2.5).target(dev, 50)
     assert schedule.provenance["source"] == "preset:flux1-dev" and schedule.budget == 20
-    schedule, what = ScheduleSource(speedup=2.5).resolve(tiny, 50)
+    schedule, what = ScheduleSource(speedup=2.5).target(tiny, 50)
     assert "uniform" in what and schedule.compute_steps == uniform_k(50, 20).compute_steps

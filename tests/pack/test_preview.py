@@ -80,7 +80,7 @@ def test_a_single_schedule_is_used_the_way_apply_uses_it():
     from otcache_pure.nodes.schedule_source import ScheduleSource
     p = preview({"reference": REF.to_dict(), "speedup": 3.0})
     assert [r["label"] for r in p["rows"]] == ["reference", "in use"]
-    expected, _ = ScheduleSource(reference=REF, mode="speedup", speedup=3.0).resolve()
+    expected, _ = ScheduleSource(reference=REF, mode="speedup", speedup=3.0).target()
     assert p["compute_steps"] == list(expected.compute_steps)
     assert "only a reference" in p["note"]
     p = preview({"anchor": ANC.to_dict()})
