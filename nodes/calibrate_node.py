@@ -30,8 +30,9 @@ from comfy_api.latest import io
 
 from ..otcache_engine import Schedule
 from ..otcache_engine.calibration import CalibrationRun, calibration_id
-from ..otcache_engine.edge_errors import (HYBRID_PROBES, combine_weights, e1_weights, final_error, global_jobs,
-                                          global_weights, hybrid_jobs, hybrid_weights, total_model_calls)
+from ..otcache_engine.edge_errors import combine_weights, e1_weights, global_jobs, global_weights, total_model_calls
+from ..otcache_engine.hybrid import HYBRID_PROBES, hybrid_jobs, hybrid_weights
+from ..otcache_engine.replay import final_error
 from ..otcache_engine.errors import CalibrationError, OTCacheError
 from ..otcache_engine.graph_search import OBJECTIVES, reference_schedule, smallest_feasible_budget
 from .calibration_data import CalibrationData

@@ -16,7 +16,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..otcache_engine import Schedule, schedule_io
-from ..otcache_engine.calibration import CalibrationRun, calibration_id, load_runs_with_metadata, save_runs
+from ..otcache_engine.calibration import CalibrationRun, calibration_id
+from ..otcache_engine.calibration_io import load_runs_with_metadata, save_runs
 from ..otcache_engine.errors import CalibrationError, OTCacheError
 
 EXTRA_KEY = "otcache_calibration"

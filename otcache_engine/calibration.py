@@ -1,7 +1,7 @@
-"""What one uncached sampling run records, and its safetensors file format.
+"""What one uncached sampling run records (its file format: ``calibration_io``).
 
 A :class:`CalibrationRun` holds the per-step arrays of one full (uncached) run
-(algorithms §2.1): the sigma grid ``sigma_0 .. sigma_N``, the latents
+(method.md §2.1): the sigma grid ``sigma_0 .. sigma_N``, the latents
 ``x_0 .. x_N`` (``x_n`` is the input of step ``n``, ``x_N`` the final latent),
 the model outputs ``v_0 .. v_{N-1}`` after CFG, optional per-stream residual
 norms, optional per-step scalar signals and a JSON metadata dict. Everything
@@ -9,9 +9,7 @@ downstream (edge weights, OmniCache, baselines, replays) is computed from it
 without a model call.
 
 Tensors are kept as float32 CPU torch tensors (the sigma grid as float64, exactly as
-given). Files are safetensors (a list of
-runs; the JSON metadata goes into the safetensors header), validated strictly
-on load; nothing is ever pickled.
+given).
 
 Conventions
 -----------
@@ -28,9 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -83,13 +79,13 @@ def _check_finite(t: torch.Tensor, what: str) -> None:
         raise CalibrationError(f"{what} contains {bad} NaN or infinite value(s)")
 
 
-def _check_name(name: Any, what: str) -> str:
+def check_name(name: Any, what: str) -> str:
     if not isinstance(name, str) or not name or not set(name) <= _NAME_CHARS:
         raise CalibrationError(f"{what} name {name!r} must be a non-empty string of letters, digits, '_' or '-'")
     return name
 
 
-def _check_json(meta: Any) -> dict[str, Any]:
+def check_json(meta: Any) -> dict[str, Any]:
     if meta is None:
         return {}
     if not isinstance(meta, Mapping):
@@ -108,7 +104,7 @@ def _check_json(meta: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True, eq=False)
 class CalibrationRun:
-    """The recorded arrays of one uncached run (algorithms §2.1); validated on construction.
+    """The recorded arrays of one uncached run (method.md §2.1); validated on construction.
 
     ``sigmas``: (N+1,) float64, non-increasing, sigma_0 > sigma_N >= 0.
     ``latents``: (N+1, *shape), x_0 (initial noise) .. x_N (final latent).
@@ -126,70 +122,15 @@ class CalibrationRun:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        sig = _as_tensor(self.sigmas, "sigmas", torch.float64)
-        lat = _as_tensor(self.latents, "latents")
-        out = _as_tensor(self.outputs, "outputs")
-        if sig.ndim != 1 or sig.numel() < 2:
-            raise CalibrationError(f"sigmas must be a 1-D array of N+1 >= 2 values, got shape {tuple(sig.shape)}")
+        sig = _checked_sigmas(self.sigmas)
         n = sig.numel() - 1
-        _check_finite(sig, "sigmas")
-        s = sig
-        if bool((s < 0).any()):
-            raise CalibrationError("sigmas must be non-negative")
-        if bool((s[1:] > s[:-1]).any()):
-            raise CalibrationError("sigmas must be non-increasing (from noise to data)")
-        if not s[0] > s[-1]:
-            raise CalibrationError("sigmas must decrease from sigma_0 to sigma_N")
-        if lat.ndim < 1 or lat.shape[0] != n + 1:
-            raise CalibrationError(
-                f"latents must have N+1 = {n + 1} entries (x_0..x_N) along the first axis, got shape {tuple(lat.shape)}")
-        if out.ndim < 1 or out.shape[0] != n:
-            raise CalibrationError(
-                f"outputs must have N = {n} entries (v_0..v_(N-1)) along the first axis, got shape {tuple(out.shape)}")
-        if lat.shape[1:] != out.shape[1:]:
-            raise CalibrationError(
-                f"latents and outputs must have the same per-step shape, got {tuple(lat.shape[1:])} "
-                f"and {tuple(out.shape[1:])}")
-        if lat[0].numel() == 0:
-            raise CalibrationError("latents are empty")
-        _check_finite(lat, "latents")
-        _check_finite(out, "outputs")
-        norms: dict[str, torch.Tensor] = {}
-        if self.residual_norms is not None and not isinstance(self.residual_norms, Mapping):
-            raise CalibrationError("residual_norms must be a dict {stream: (N, ...) array}")
-        for name, value in dict(self.residual_norms or {}).items():
-            _check_name(name, "residual stream")
-            t = _as_tensor(value, f"residual_norms[{name!r}]")
-            if t.ndim < 1 or t.shape[0] != n:
-                raise CalibrationError(
-                    f"residual_norms[{name!r}] must have N = {n} entries along the first axis, got {tuple(t.shape)}")
-            _check_finite(t, f"residual_norms[{name!r}]")
-            if bool((t < 0).any()):
-                raise CalibrationError(f"residual_norms[{name!r}] must be non-negative (they are norms)")
-            norms[name] = t
-        sigs: dict[str, np.ndarray] = {}
-        if self.signals is not None and not isinstance(self.signals, Mapping):
-            raise CalibrationError("signals must be a dict {name: (N,) array}")
-        for name, value in dict(self.signals or {}).items():
-            _check_name(name, "signal")
-            a = _as_tensor(value, f"signal {name!r}").double().numpy()
-            if a.shape != (n,):
-                raise CalibrationError(f"signal {name!r} must have shape (N,) = ({n},), got {a.shape}")
-            if not np.isfinite(a).all():
-                raise CalibrationError(f"signal {name!r} contains NaN or infinite values "
-                                       f"(use 0 for 'no previous step' at step 0)")
-            a.setflags(write=False)
-            sigs[name] = a
-        meta = _check_json(self.meta)
-        steps = meta.get("steps")
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps != n):
-            raise CalibrationError(f"meta['steps'] = {steps!r} does not match the N = {n} recorded steps")
+        lat, out = _checked_trajectory(self.latents, self.outputs, n)
         object.__setattr__(self, "sigmas", sig)
         object.__setattr__(self, "latents", lat)
         object.__setattr__(self, "outputs", out)
-        object.__setattr__(self, "residual_norms", norms)
-        object.__setattr__(self, "signals", sigs)
-        object.__setattr__(self, "meta", meta)
+        object.__setattr__(self, "residual_norms", _checked_norms(self.residual_norms, n))
+        object.__setattr__(self, "signals", _checked_signals(self.signals, n))
+        object.__setattr__(self, "meta", _checked_meta(self.meta, n))
 
     # --- views -------------------------------------------------------
     @property
@@ -247,6 +188,83 @@ class CalibrationRun:
         err = (x[1:] - x[:-1] - ds * v).abs().max().item()
         scale = max(x.abs().max().item(), EPS)
         return err / scale
+
+
+# --- validation (one function per recorded field) ------------------------------------
+
+def _checked_sigmas(value: Any) -> torch.Tensor:
+    sig = _as_tensor(value, "sigmas", torch.float64)
+    if sig.ndim != 1 or sig.numel() < 2:
+        raise CalibrationError(f"sigmas must be a 1-D array of N+1 >= 2 values, got shape {tuple(sig.shape)}")
+    _check_finite(sig, "sigmas")
+    if bool((sig < 0).any()):
+        raise CalibrationError("sigmas must be non-negative")
+    if bool((sig[1:] > sig[:-1]).any()):
+        raise CalibrationError("sigmas must be non-increasing (from noise to data)")
+    if not sig[0] > sig[-1]:
+        raise CalibrationError("sigmas must decrease from sigma_0 to sigma_N")
+    return sig
+
+
+def _checked_trajectory(latents: Any, outputs: Any, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    lat, out = _as_tensor(latents, "latents"), _as_tensor(outputs, "outputs")
+    if lat.ndim < 1 or lat.shape[0] != n + 1:
+        raise CalibrationError(
+            f"latents must have N+1 = {n + 1} entries (x_0..x_N) along the first axis, got shape {tuple(lat.shape)}")
+    if out.ndim < 1 or out.shape[0] != n:
+        raise CalibrationError(
+            f"outputs must have N = {n} entries (v_0..v_(N-1)) along the first axis, got shape {tuple(out.shape)}")
+    if lat.shape[1:] != out.shape[1:]:
+        raise CalibrationError(
+            f"latents and outputs must have the same per-step shape, got {tuple(lat.shape[1:])} "
+            f"and {tuple(out.shape[1:])}")
+    if lat[0].numel() == 0:
+        raise CalibrationError("latents are empty")
+    _check_finite(lat, "latents")
+    _check_finite(out, "outputs")
+    return lat, out
+
+
+def _checked_norms(value: Any, n: int) -> dict[str, torch.Tensor]:
+    if value is not None and not isinstance(value, Mapping):
+        raise CalibrationError("residual_norms must be a dict {stream: (N, ...) array}")
+    norms: dict[str, torch.Tensor] = {}
+    for name, item in dict(value or {}).items():
+        check_name(name, "residual stream")
+        t = _as_tensor(item, f"residual_norms[{name!r}]")
+        if t.ndim < 1 or t.shape[0] != n:
+            raise CalibrationError(
+                f"residual_norms[{name!r}] must have N = {n} entries along the first axis, got {tuple(t.shape)}")
+        _check_finite(t, f"residual_norms[{name!r}]")
+        if bool((t < 0).any()):
+            raise CalibrationError(f"residual_norms[{name!r}] must be non-negative (they are norms)")
+        norms[name] = t
+    return norms
+
+
+def _checked_signals(value: Any, n: int) -> dict[str, np.ndarray]:
+    if value is not None and not isinstance(value, Mapping):
+        raise CalibrationError("signals must be a dict {name: (N,) array}")
+    sigs: dict[str, np.ndarray] = {}
+    for name, item in dict(value or {}).items():
+        check_name(name, "signal")
+        a = _as_tensor(item, f"signal {name!r}").double().numpy()
+        if a.shape != (n,):
+            raise CalibrationError(f"signal {name!r} must have shape (N,) = ({n},), got {a.shape}")
+        if not np.isfinite(a).all():
+            raise CalibrationError(f"signal {name!r} contains NaN or infinite values "
+                                   f"(use 0 for 'no previous step' at step 0)")
+        a.setflags(write=False)
+        sigs[name] = a
+    return sigs
+
+
+def _checked_meta(value: Any, n: int) -> dict[str, Any]:
+    meta = check_json(value)
+    steps = meta.get("steps")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps != n):
+        raise CalibrationError(f"meta['steps'] = {steps!r} does not match the N = {n} recorded steps")
+    return meta
 
 
 # --- derived signals ---------------------------------------------------
@@ -344,138 +362,3 @@ def calibration_id(runs: CalibrationRun | Iterable[CalibrationRun]) -> str:
         h.update(r.outputs[0].numpy().tobytes())
         h.update(json.dumps(r.meta, sort_keys=True).encode())
     return h.hexdigest()[:12]
-
-
-# --- file format ------------------------------------------------------------
-
-_TENSOR_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def save_runs(runs: CalibrationRun | Iterable[CalibrationRun], path: str | os.PathLike,
-              dtype: str = "float32", extra_metadata: Mapping[str, Any] | None = None) -> Path:
-    """Write runs to a safetensors file (atomically). ``dtype`` of latents/outputs on disk:
-    float32 (default), float16 or bfloat16; sigmas and signals are always float32/float64-exact.
-    """
-    from safetensors.torch import save_file
-
-    runs = [runs] if isinstance(runs, CalibrationRun) else list(runs)
-    if not runs or not all(isinstance(r, CalibrationRun) for r in runs):
-        raise CalibrationError("save_runs needs one CalibrationRun or a non-empty list of them")
-    if dtype not in _TENSOR_DTYPES:
-        raise CalibrationError(f"dtype must be one of {sorted(_TENSOR_DTYPES)}, got {dtype!r}")
-    big = _TENSOR_DTYPES[dtype]
-    tensors: dict[str, torch.Tensor] = {}
-    records = []
-    for k, r in enumerate(runs):
-        p = f"runs.{k}."
-        # clones: safetensors refuses tensors that share memory (runs may share arrays)
-        tensors[p + "sigmas"] = r.sigmas.double().clone()
-        tensors[p + "latents"] = r.latents.to(big).clone()
-        tensors[p + "outputs"] = r.outputs.to(big).clone()
-        for name, t in r.residual_norms.items():
-            tensors[p + "residual_norms." + name] = t.clone()
-        for name, a in r.signals.items():
-            tensors[p + "signals." + name] = torch.from_numpy(np.array(a, dtype=np.float64))
-        records.append({"meta": dict(r.meta), "signals": sorted(r.signals),
-                        "residual_streams": sorted(r.residual_norms)})
-    header = {"format": FORMAT, "version": str(VERSION), "runs": json.dumps(records, allow_nan=False)}
-    if extra_metadata:
-        header["extra"] = json.dumps(_check_json(extra_metadata), allow_nan=False)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=header)
-    os.replace(tmp, path)
-    return path
-
-
-def load_runs(path: str | os.PathLike) -> list[CalibrationRun]:
-    """Read and validate a calibration file written by :func:`save_runs`.
-
-    Every problem raises :class:`CalibrationError` with one sentence naming the file.
-    """
-    runs, _ = load_runs_with_metadata(path)
-    return runs
-
-
-def load_runs_with_metadata(path: str | os.PathLike) -> tuple[list[CalibrationRun], dict[str, Any]]:
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise CalibrationError(f"{path}: no such calibration file")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            header = f.metadata() or {}
-            keys = set(f.keys())
-            try:
-                runs, extra = _runs_from_file(f, header, keys)
-            except CalibrationError as e:
-                raise CalibrationError(f"{path}: {e}") from None
-    except CalibrationError:
-        raise
-    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for corrupt files
-        raise CalibrationError(f"{path}: not a readable safetensors calibration file ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0] if str(e) else 'corrupt'})") from None
-    return runs, extra
-
-
-def _runs_from_file(f: Any, header: Mapping[str, str], keys: set[str]) -> tuple[list[CalibrationRun], dict]:
-    if header.get("format") != FORMAT:
-        raise CalibrationError(f"not an OTCache calibration file (header format {header.get('format')!r}, "
-                               f"expected {FORMAT!r})")
-    if header.get("version") != str(VERSION):
-        raise CalibrationError(f"unsupported calibration file version {header.get('version')!r}; "
-                               f"this OTCache reads version {VERSION}")
-    try:
-        records = json.loads(header.get("runs", ""))
-    except json.JSONDecodeError as e:
-        raise CalibrationError(f"the 'runs' header entry is not valid JSON ({e.msg})") from None
-    extra: dict[str, Any] = {}
-    if "extra" in header:
-        try:
-            extra = json.loads(header["extra"])
-        except json.JSONDecodeError as e:
-            raise CalibrationError(f"the 'extra' header entry is not valid JSON ({e.msg})") from None
-        if not isinstance(extra, dict):
-            raise CalibrationError("the 'extra' header entry must be a JSON object")
-    if not isinstance(records, list) or not records:
-        raise CalibrationError("the 'runs' header entry must be a non-empty JSON list")
-    expected: set[str] = set()
-    runs = []
-    for k, rec in enumerate(records):
-        if not isinstance(rec, dict) or set(rec) - {"meta", "signals", "residual_streams"}:
-            raise CalibrationError(f"run {k}: header record must be an object with meta, signals, residual_streams")
-        sig_names = rec.get("signals", [])
-        streams = rec.get("residual_streams", [])
-        if not isinstance(sig_names, list) or not isinstance(streams, list):
-            raise CalibrationError(f"run {k}: 'signals' and 'residual_streams' must be lists of names")
-        for nm in list(sig_names) + list(streams):
-            _check_name(nm, f"run {k}: signal/stream")
-        p = f"runs.{k}."
-        names = {"sigmas": p + "sigmas", "latents": p + "latents", "outputs": p + "outputs"}
-        sig_keys = {nm: p + "signals." + nm for nm in sig_names}
-        norm_keys = {nm: p + "residual_norms." + nm for nm in streams}
-        wanted = set(names.values()) | set(sig_keys.values()) | set(norm_keys.values())
-        missing = sorted(wanted - keys)
-        if missing:
-            raise CalibrationError(f"run {k}: tensor(s) {missing[:3]} missing from the file")
-        expected |= wanted
-
-        def get(key: str) -> torch.Tensor:
-            t = f.get_tensor(key)
-            if not t.is_floating_point():
-                raise CalibrationError(f"tensor {key!r} must be floating point, got {t.dtype}")
-            return t
-
-        try:
-            runs.append(CalibrationRun(
-                sigmas=get(names["sigmas"]), latents=get(names["latents"]), outputs=get(names["outputs"]),
-                residual_norms={nm: get(key) for nm, key in norm_keys.items()},
-                signals={nm: get(key).double().numpy() for nm, key in sig_keys.items()},
-                meta=rec.get("meta") or {}))
-        except CalibrationError as e:
-            raise CalibrationError(f"run {k}: {e}") from None
-    unknown = sorted(keys - expected)
-    if unknown:
-        raise CalibrationError(f"unexpected tensor(s) {unknown[:3]} in the file")
-    return runs, extra

@@ -1,4 +1,4 @@
-"""Edge weights of the step DAG (algorithms §2.2-2.7) and a zero-call replay simulator.
+"""Edge weights of the step DAG (method.md §2.2-2.7).
 
 An edge ``(i -> j)`` means: steps ``i`` and ``j`` are computed, the steps strictly
 between them reuse the cache written at ``i``. Weight matrices are numpy arrays of
@@ -10,15 +10,10 @@ No entry is ever NaN (denominators are guarded with ``1e-12``).
 
 Weights that need no model call: E1 (re-entry drift, exact for output reuse R0)
 and E2 (accumulated output change). Weights that need model calls are split into
-*jobs* a host runs (``global_jobs``, ``lookahead_jobs``, ``hybrid_jobs``: which
-edges, from which starting latent, how many calls) and *assembly* functions that
-turn the host's results into a matrix (``global_weights``, ``lookahead_weights``,
-``hybrid_weights``).
-
-``replay`` is the zero-call simulator: the Euler sampler re-run with a schedule,
-using the stored outputs at computed steps and a reuse rule at skipped steps.
-Appendix-A invariant: the plain E1 weight of an edge equals the exact final-latent
-error of a replay that caches only that segment.
+*jobs* a host runs (``global_jobs``, ``lookahead_jobs``, and ``hybrid.hybrid_jobs``:
+which edges, from which starting latent, how many calls) and *assembly* functions
+that turn the host's results into a matrix (``global_weights``, ``lookahead_weights``,
+``hybrid.hybrid_weights``). The zero-call replay the jobs start from is ``replay``.
 """
 from __future__ import annotations
 
@@ -31,10 +26,8 @@ import torch
 
 from .calibration import CalibrationRun, as_runs
 from .errors import CalibrationError, ScheduleError
-from .schedule import Schedule
+from .replay import EPS, REUSE_RULES, final_error, landing_latent, segment_mask
 
-EPS = 1e-12
-REUSE_RULES = ("output", "transform")   # R0 output reuse, R2 transformation reuse (EasyCache)
 _CHUNK_BYTES = 1 << 26                   # per-chunk working set of the tensor sweeps (64 MiB)
 
 
@@ -207,102 +200,7 @@ def combine_weights(mats: Sequence[np.ndarray], normalize: str | None = None,
     return out
 
 
-# --- zero-call replay ---------------------------------------------------------
-
-def _mask_of(schedule: Schedule | Sequence[Any], num_steps: int) -> list[bool]:
-    if isinstance(schedule, Schedule):
-        if schedule.num_steps != num_steps:
-            raise ScheduleError(f"the schedule has {schedule.num_steps} steps, the calibration run {num_steps}")
-        return list(schedule.mask)
-    mask = list(schedule)
-    if len(mask) != num_steps or not all(m in (0, 1, True, False) for m in mask):
-        raise ScheduleError(f"expected a Schedule or a 0/1 mask of length {num_steps}")
-    mask = [bool(m) for m in mask]
-    if not mask[0]:
-        raise ScheduleError("step 0 must be computed (there is nothing to reuse before it)")
-    return mask
-
-
-def segment_mask(num_steps: int, i: int, j: int) -> list[bool]:
-    """Mask that computes every step except ``i+1 .. j-1`` (the segment of edge ``(i -> j)``; ``j`` may be N)."""
-    if not (0 <= i < j <= num_steps):
-        raise ScheduleError(f"edge ({i} -> {j}) is out of range for {num_steps} steps")
-    return [not (i < n < j) for n in range(num_steps)]
-
-
-def replay(run: CalibrationRun, schedule: Schedule | Sequence[Any], reuse: str = "output",
-           return_trajectory: bool = False) -> torch.Tensor:
-    """Replay the Euler sampler with a schedule, without a model call.
-
-    Computed steps take the stored output ``v_n`` of the run (exact for the steps before the first reuse,
-    an approximation after it); a skipped step ``n`` with last compute ``c`` uses ``v_hat_n = v_c`` (R0,
-    ``reuse="output"``) or ``v_hat_n = x_hat_n + (v_c - x_hat_c)`` (R2, ``reuse="transform"``).
-    The deviation from the stored trajectory is integrated in float64 (``x_hat_n = x_n + d_n``), so an
-    all-computed schedule returns ``x_N`` exactly. Returns the final latent (float64, the run's sample
-    shape), or with ``return_trajectory`` the (N+1, *shape) latents ``x_hat_0 .. x_hat_N``.
-    """
-    if reuse not in REUSE_RULES:
-        raise ScheduleError(f"unknown reuse rule {reuse!r}; expected one of {REUSE_RULES}")
-    n = run.num_steps
-    mask = _mask_of(schedule, n)
-    x = run.x
-    v = run.v
-    sig = run.sigmas.double()
-    d = torch.zeros(x.shape[1], dtype=torch.float64)
-    traj = [x[0].double()] if return_trajectory else None
-    c = 0
-    base = None                                    # R2: v_c - x_hat_c
-    for step in range(n):
-        ds = float(sig[step + 1] - sig[step])
-        if mask[step]:
-            c = step
-            if reuse == "transform":
-                base = v[c].double() - (x[c].double() + d)
-        else:
-            if reuse == "output":
-                d = d + ds * (v[c].double() - v[step].double())
-            else:
-                vhat = x[step].double() + d + base
-                d = d + ds * (vhat - v[step].double())
-        if traj is not None:
-            traj.append(x[step + 1].double() + d)
-    if traj is not None:
-        return torch.stack(traj).reshape((n + 1,) + run.sample_shape)
-    return (x[n].double() + d).reshape(run.sample_shape)
-
-
-def final_error(run: CalibrationRun, schedule: Schedule | Sequence[Any], reuse: str = "output",
-                relative: bool = False) -> float:
-    """``||x_hat_N - x_N||_1`` of :func:`replay` (``/ ||x_N||_1`` when ``relative``)."""
-    xn = run.latents[-1].double()
-    err = float((replay(run, schedule, reuse) - xn).abs().mean())
-    if relative:
-        err /= max(float(xn.abs().mean()), EPS)
-    return err
-
-
-def landing_latent(run: CalibrationRun, i: int, j: int, reuse: str = "output") -> torch.Tensor:
-    """``x_hat_j``: the latent the cached segment ``i -> j`` lands on (zero calls; float32, sample shape).
-
-    This is the starting state of the tail re-run of a global edge and of a look-ahead call.
-    """
-    n = run.num_steps
-    if not (0 <= i < j <= n):
-        raise ScheduleError(f"edge ({i} -> {j}) is out of range for {n} steps")
-    if reuse not in REUSE_RULES:
-        raise ScheduleError(f"unknown reuse rule {reuse!r}; expected one of {REUSE_RULES}")
-    x, v = run.x, run.v
-    sig = run.sigmas.double()
-    d = torch.zeros(x.shape[1], dtype=torch.float64)
-    vi = v[i].double()
-    base = vi - x[i].double()
-    for step in range(i + 1, j):
-        vhat = vi if reuse == "output" else x[step].double() + d + base
-        d = d + float(sig[step + 1] - sig[step]) * (vhat - v[step].double())
-    return (x[j].double() + d).float().reshape(run.sample_shape)
-
-
-# --- global (LeMiCa), look-ahead and hybrid weights ---------------------------
+# --- global (LeMiCa) and look-ahead weights ----------------------------------
 
 @dataclass(frozen=True)
 class EdgeJob:
@@ -357,33 +255,6 @@ def global_jobs(num_steps: int, max_gap: int, force_last: bool = True,
     final latent comes from the replay. ``gaps`` restricts the edge lengths (hybrid: ``{2}``)."""
     return [EdgeJob(i, j, num_steps, num_steps - j)
             for i, j in _caching_edges(num_steps, max_gap, force_last, gaps, include_sink=False)]
-
-
-HYBRID_PROBES = 8   # landing steps at which hybrid calibration measures the amplification
-
-
-def probe_steps(num_steps: int, count: int | None = HYBRID_PROBES) -> tuple[int, ...]:
-    """Landing steps ``j`` of the gap-2 probes of hybrid calibration: ``count`` evenly spread over
-    ``2 .. N-1`` (every one of them when ``count`` is None or covers them all). The amplification varies
-    slowly with ``j`` (it is smoothed anyway), so a few probes measure it for a fraction of the calls."""
-    last = num_steps - 1
-    if last < 2:
-        return ()
-    every = tuple(range(2, last + 1))
-    if count is None or count >= len(every):
-        return every
-    if count < 2:
-        raise CalibrationError(f"hybrid calibration needs at least 2 probes, got {count}")
-    return tuple(sorted({int(round(v)) for v in np.linspace(2, last, count)}))
-
-
-def hybrid_jobs(num_steps: int, force_last: bool = True, probes: int | None = HYBRID_PROBES) -> list[EdgeJob]:
-    """Global tail re-runs of the gap-2 edges ``(j-2 -> j)`` at the probe steps (algorithms §2.6); ``probes``
-    None re-runs every one of them."""
-    if num_steps < 3:
-        return []
-    at = set(probe_steps(num_steps, probes))
-    return [job for job in global_jobs(num_steps, 2, force_last, gaps={2}) if job.j in at]
 
 
 def lookahead_jobs(num_steps: int, max_gap: int, force_last: bool = True) -> list[EdgeJob]:
@@ -496,63 +367,7 @@ def _assemble(run: CalibrationRun, results: Mapping[Any, Any], max_gap: int, for
     return _finish(num, ok)
 
 
-def moving_median(values: Sequence[float], width: int = 5) -> np.ndarray:
-    """Centred moving median (window shrinks at the ends), ignoring NaN; all-NaN windows stay NaN."""
-    a = np.asarray(values, dtype=np.float64)
-    if width < 1:
-        raise CalibrationError(f"smoothing width must be >= 1, got {width}")
-    h = width // 2
-    out = np.full(a.shape, np.nan)
-    for k in range(a.size):
-        win = a[max(0, k - h): k + h + 1]
-        win = win[~np.isnan(win)]
-        if win.size:
-            out[k] = np.median(win)
-    return out
-
-
-def hybrid_alpha(local: np.ndarray, global_gap2: np.ndarray | Mapping[int, float], width: int = 5) -> np.ndarray:
-    """Per-landing-step amplification ``alpha_j = w_glob(j-2, j) / w_loc(j-2, j)`` (algorithms §2.6).
-
-    ``global_gap2`` is a global weight matrix (only its gap-2 entries are read) or ``{j: w_glob(j-2, j)}``,
-    measured at every ``j`` or at a few probe steps. Measured at every step, the values are smoothed by a
-    moving median of ``width``; probes a few steps apart are each already a local estimate and are used as
-    they are. In between, ``log alpha`` is interpolated linearly (constant beyond the ends). Returns an
-    array of length N+1 (index j); 1 when nothing was measured."""
-    w = _check_matrix(local, "local weights")
-    n = w.shape[0]
-    if isinstance(global_gap2, Mapping):
-        glob = {int(j): float(val) for j, val in global_gap2.items()}
-    else:
-        g = np.asarray(global_gap2, dtype=np.float64)
-        if g.shape != w.shape:
-            raise CalibrationError(f"global weights have shape {g.shape}, local weights {w.shape}")
-        glob = {j: float(g[j - 2, j]) for j in range(2, n + 1)}
-    js, values = [], []
-    for j in range(2, n + 1):
-        gv, lv = glob.get(j), w[j - 2, j]
-        if gv is None or not math.isfinite(gv) or not math.isfinite(lv) or lv <= EPS or gv < 0:
-            continue
-        js.append(j)
-        values.append(max(gv / lv, EPS))
-    if not js:
-        return np.ones(n + 1)
-    dense = js == list(range(js[0], js[-1] + 1))
-    smooth = moving_median(values, width) if dense else np.asarray(values)
-    return np.exp(np.interp(np.arange(n + 1), js, np.log(smooth)))
-
-
-def hybrid_weights(local: np.ndarray, global_gap2: np.ndarray | Mapping[int, float], width: int = 5) -> np.ndarray:
-    """``w_hyb(i, j) = alpha_j * w_loc(i, j)`` (algorithms §2.6); forbidden edges stay +inf, gap 1 stays 0."""
-    w = _check_matrix(local, "local weights")
-    alpha = hybrid_alpha(w, global_gap2, width)
-    out = w * alpha[None, :]
-    out[~np.isfinite(w)] = np.inf
-    out[np.isnan(out)] = np.inf
-    return out
-
-
-def _check_matrix(w: Any, what: str) -> np.ndarray:
+def check_matrix(w: Any, what: str) -> np.ndarray:
     try:
         a = np.asarray(w, dtype=np.float64)
     except (TypeError, ValueError):

@@ -20,7 +20,7 @@ import numpy as np
 import optuna
 import torch
 
-from .. import edge_errors, graph_search, omnicache, transport
+from .. import edge_errors, graph_search, hybrid, omnicache, transport
 from ..anchor_search import AnchorConfig, search_anchor
 from ..calibration import CalibrationRun
 from ..projection import smallest_feasible_gap
@@ -39,11 +39,12 @@ def graph_gap(steps: int, budget: int) -> int:
 
 def hybrid_weights(toy: Toy, runs: Sequence[CalibrationRun], pairs: Pairs, max_gap: int,
                    progress: Progress | None = None) -> np.ndarray:
-    """Hybrid edge weights: local E1 scaled by alpha_j from the global error of gap-2 edges."""
+    """Hybrid edge weights: local E1 scaled by alpha_j from the global error of gap-2 edges, measured at
+    every landing step (the bundled model is cheap to re-run; ComfyUI's Calibrate probes 8 of them)."""
     local = edge_errors.local_weights(runs, max_gap, kind="E1")
     labels = torch.tensor(pairs.labels)
     gap2: dict[int, list[float]] = {}
-    jobs = edge_errors.hybrid_jobs(toy.steps)
+    jobs = hybrid.hybrid_jobs(toy.steps, probes=None)
     for k, job in enumerate(jobs):
         start = torch.stack([job.start_state(r)[1] for r in runs])
         tail = sample(toy.model, labels, start, toy.sigmas[job.j:], toy.cfg_scale).x
@@ -53,7 +54,7 @@ def hybrid_weights(toy: Toy, runs: Sequence[CalibrationRun], pairs: Pairs, max_g
         if progress is not None and (k + 1) % 8 == 0:
             progress(f"global error of gap-2 edges {k + 1}/{len(jobs)}")
     glob = {j: float(np.mean(v)) for j, v in gap2.items()}
-    return edge_errors.hybrid_weights(local, glob)
+    return hybrid.hybrid_weights(local, glob)
 
 
 def reference_schedule(weights: np.ndarray, budget: int, toy: Toy, max_gap: int) -> Schedule:

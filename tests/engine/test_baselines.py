@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from calib_fixtures import make_run
 from otcache_engine import edge_errors as ee
+from otcache_engine import replay as rp
 from otcache_engine.baselines import (TEACACHE_FLUX_COEFFICIENTS, bisect_threshold, easycache_replay,
                                       easycache_schedule, every_k, fbcache_distances, fbcache_schedule,
                                       magcache_ratios, magcache_schedule, nearest_interp, teacache_schedule,
@@ -209,7 +210,7 @@ def test_easycache_closed_loop_agrees_with_replay(reuse, replay_rule):
     run = make_run(20, seed=1)
     sched, x = easycache_replay(run, threshold=0.08, warmup=3, reuse=reuse)
     assert 4 < sched.budget < 20
-    torch.testing.assert_close(x, ee.replay(run, sched, replay_rule), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x, rp.replay(run, sched, replay_rule), rtol=1e-5, atol=1e-5)
     budgets = [easycache_schedule(run, t, warmup=3).budget for t in (0.01, 0.05, 0.1, 0.3)]
     assert budgets[0] >= budgets[-1]
 

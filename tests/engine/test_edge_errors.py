@@ -7,6 +7,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import otcache_engine.edge_errors as ee
+import otcache_engine.hybrid as hy
+import otcache_engine.replay as rp
 from calib_fixtures import MixtureModel, flux_sigmas, make_run, sample
 from otcache_engine.calibration import CalibrationRun
 from otcache_engine.errors import CalibrationError, ScheduleError
@@ -109,13 +111,13 @@ def test_e1_equals_replay_error(n, data, seed):
     L = j - i
     w_plain = ee.e1_weights(run, L, force_last=False, relative=False)
     w_rel = ee.e1_weights(run, L, force_last=False, relative=True)
-    mask = ee.segment_mask(n, i, j)
-    err = ee.final_error(run, mask)
+    mask = rp.segment_mask(n, i, j)
+    err = rp.final_error(run, mask)
     assert w_plain[i, j] == pytest.approx(err, rel=1e-9, abs=1e-14)
     xj = float(run.x[j].double().abs().mean())
     assert w_rel[i, j] == pytest.approx(err / xj, rel=1e-9, abs=1e-14)
     if j == n:
-        assert w_rel[i, j] == pytest.approx(ee.final_error(run, mask, relative=True), rel=1e-9, abs=1e-14)
+        assert w_rel[i, j] == pytest.approx(rp.final_error(run, mask, relative=True), rel=1e-9, abs=1e-14)
 
 
 def test_local_weights_combination():
@@ -153,7 +155,7 @@ def test_combine_weights_errors_and_forbidden():
 
 @pytest.mark.parametrize("reuse", ["output", "transform"])
 def test_replay_full_schedule_is_exact(reuse):
-    out = ee.replay(RUN, Schedule.full(12), reuse)
+    out = rp.replay(RUN, Schedule.full(12), reuse)
     assert torch.equal(out, RUN.latents[-1].double())
 
 
@@ -171,9 +173,9 @@ def test_replay_transform_matches_direct_simulation():
             out = xh + base
         xh = xh + float(s[n + 1] - s[n]) * out
     # the replay is anchored on the stored (float32) trajectory, the direct loop re-integrates it
-    got = ee.replay(RUN, mask, "transform").reshape(-1)
+    got = rp.replay(RUN, mask, "transform").reshape(-1)
     torch.testing.assert_close(got, xh, rtol=1e-5, atol=1e-5)
-    traj = ee.replay(RUN, mask, "transform", return_trajectory=True)
+    traj = rp.replay(RUN, mask, "transform", return_trajectory=True)
     assert traj.shape == (13, 3, 8)
     torch.testing.assert_close(traj[-1].reshape(-1), got, rtol=0, atol=0)
 
@@ -181,23 +183,23 @@ def test_replay_transform_matches_direct_simulation():
 @pytest.mark.parametrize("reuse", ["output", "transform"])
 def test_landing_latent_matches_replay(reuse):
     for i, j in [(0, 2), (3, 7), (8, 12), (5, 6)]:
-        traj = ee.replay(RUN, ee.segment_mask(12, i, j), reuse, return_trajectory=True)
-        torch.testing.assert_close(ee.landing_latent(RUN, i, j, reuse), traj[j].float(), rtol=1e-6, atol=1e-6)
+        traj = rp.replay(RUN, rp.segment_mask(12, i, j), reuse, return_trajectory=True)
+        torch.testing.assert_close(rp.landing_latent(RUN, i, j, reuse), traj[j].float(), rtol=1e-6, atol=1e-6)
 
 
 def test_replay_bad_inputs():
     with pytest.raises(ScheduleError, match="reuse rule"):
-        ee.replay(RUN, Schedule.full(12), "residual")
+        rp.replay(RUN, Schedule.full(12), "residual")
     with pytest.raises(ScheduleError, match="has 5 steps"):
-        ee.replay(RUN, Schedule.full(5))
+        rp.replay(RUN, Schedule.full(5))
     with pytest.raises(ScheduleError, match="mask of length 12"):
-        ee.replay(RUN, [1, 0, 1])
+        rp.replay(RUN, [1, 0, 1])
     with pytest.raises(ScheduleError, match="step 0"):
-        ee.replay(RUN, [0] + [1] * 11)
+        rp.replay(RUN, [0] + [1] * 11)
     with pytest.raises(ScheduleError, match="out of range"):
-        ee.segment_mask(12, 5, 13)
+        rp.segment_mask(12, 5, 13)
     with pytest.raises(ScheduleError, match="out of range"):
-        ee.landing_latent(RUN, 5, 5)
+        rp.landing_latent(RUN, 5, 5)
 
 
 # --- global / look-ahead / hybrid --------------------------------------------------------
@@ -214,18 +216,18 @@ def test_global_job_counts_match_spec_table(L, edges, calls):
 
 
 def test_hybrid_job_count():
-    every = ee.hybrid_jobs(50, probes=None)
+    every = hy.hybrid_jobs(50, probes=None)
     assert len(every) == 48 and ee.total_model_calls(every) == 1176
     assert all(j.gap == 2 for j in every)
-    assert len(ee.hybrid_jobs(50, force_last=False, probes=None)) == 48   # the free sink edge is not a job
-    assert ee.hybrid_jobs(2) == []
-    probed = ee.hybrid_jobs(50)                                  # the default: 8 probes spread over 2..49
-    assert [j.j for j in probed] == list(ee.probe_steps(50)) and len(probed) == ee.HYBRID_PROBES
+    assert len(hy.hybrid_jobs(50, force_last=False, probes=None)) == 48   # the free sink edge is not a job
+    assert hy.hybrid_jobs(2) == []
+    probed = hy.hybrid_jobs(50)                                  # the default: 8 probes spread over 2..49
+    assert [j.j for j in probed] == list(hy.probe_steps(50)) and len(probed) == hy.HYBRID_PROBES
     assert probed[0].j == 2 and probed[-1].j == 49 and all(j.gap == 2 for j in probed)
     assert ee.total_model_calls(probed) == sum(50 - j.j for j in probed) < 1176 / 3
-    assert ee.probe_steps(9) == tuple(range(2, 9))              # few steps: every landing step is probed
+    assert hy.probe_steps(9) == tuple(range(2, 9))              # few steps: every landing step is probed
     with pytest.raises(CalibrationError, match="at least 2 probes"):
-        ee.probe_steps(50, 1)
+        hy.probe_steps(50, 1)
 
 
 def _host_tail(run, model, job, reuse="output"):
@@ -264,7 +266,7 @@ def test_global_weights_with_real_model():
     g = ee.global_weights(run, results, L, force_last=False)
     for (i, j), xf in list(results.items())[:6]:
         assert g[i, j] == pytest.approx(float((xf - run.latents[-1].double()).abs().mean()), rel=1e-6)
-    assert g[10, 12] == pytest.approx(ee.final_error(run, ee.segment_mask(12, 10, 12)), rel=1e-9)
+    assert g[10, 12] == pytest.approx(rp.final_error(run, rp.segment_mask(12, 10, 12)), rel=1e-9)
     assert g[11, 12] == 0.0 and np.isinf(g[0, 12])
     rel = ee.global_weights(run, results, L, force_last=False, relative=True)
     np.testing.assert_allclose(rel[np.isfinite(g)], g[np.isfinite(g)] / float(run.latents[-1].abs().mean()),
@@ -319,40 +321,40 @@ def test_lookahead_weights():
 
 def test_moving_median():
     a = [1.0, 100.0, 2.0, 3.0, np.nan, 4.0, 5.0]
-    out = ee.moving_median(a, 5)
+    out = hy.moving_median(a, 5)
     assert out[2] == 2.5 and out[0] == 2.0 and not np.isnan(out).any()
-    assert np.isnan(ee.moving_median([np.nan, np.nan], 1)).all()
+    assert np.isnan(hy.moving_median([np.nan, np.nan], 1)).all()
     with pytest.raises(CalibrationError):
-        ee.moving_median(a, 0)
+        hy.moving_median(a, 0)
 
 
 def test_hybrid_weights():
     local = ee.e1_weights(RUN, 4)
     glob = local * 3.0                                     # a constant amplification ...
-    hyb = ee.hybrid_weights(local, glob)
+    hyb = hy.hybrid_weights(local, glob)
     fin = np.isfinite(local)
     np.testing.assert_allclose(hyb[fin], 3.0 * local[fin])
     assert np.array_equal(np.isfinite(hyb), fin) and not np.isnan(hyb).any()
     # a mapping j -> w_glob(j-2, j) with an outlier is smoothed by the width-5 median
     mapping = {j: 2.0 * local[j - 2, j] for j in range(2, 12)}
     mapping[6] = 1e6 * local[4, 6]
-    alpha = ee.hybrid_alpha(local, mapping)
+    alpha = hy.hybrid_alpha(local, mapping)
     assert alpha[6] == pytest.approx(2.0) and alpha[11] == pytest.approx(2.0)
-    assert ee.hybrid_alpha(local, {})[5] == 1.0                # no data: alpha = 1
+    assert hy.hybrid_alpha(local, {})[5] == 1.0                # no data: alpha = 1
     # sparse probes: log-linear between them, constant beyond the ends
-    sparse = ee.hybrid_alpha(local, {3: 2.0 * local[1, 3], 7: 8.0 * local[5, 7]})
+    sparse = hy.hybrid_alpha(local, {3: 2.0 * local[1, 3], 7: 8.0 * local[5, 7]})
     assert sparse[3] == pytest.approx(2.0) and sparse[7] == pytest.approx(8.0)
     assert sparse[5] == pytest.approx(4.0) and sparse[2] == pytest.approx(2.0) and sparse[11] == pytest.approx(8.0)
     with pytest.raises(CalibrationError, match="shape"):
-        ee.hybrid_weights(local, np.zeros((3, 4)))
+        hy.hybrid_weights(local, np.zeros((3, 4)))
     with pytest.raises(CalibrationError, match=r"\(N, N\+1\)"):
-        ee.hybrid_weights(np.zeros((3, 3)), {})
+        hy.hybrid_weights(np.zeros((3, 3)), {})
 
 
 def test_hybrid_from_host_gap2_reruns():
     model = MixtureModel((3, 8), seed=1)
     run = make_run(12, model=model)
-    jobs = ee.hybrid_jobs(12)
+    jobs = hy.hybrid_jobs(12)
     results = {job.edge: _host_tail(run, model, job) for job in jobs}
     g2 = ee.global_weights(run, results, 2, allow_missing=True)
     local = ee.e1_weights(run, 5)
@@ -360,6 +362,6 @@ def test_hybrid_from_host_gap2_reruns():
     g2_full[:, :] = np.inf
     for i, j in results:
         g2_full[i, j] = g2[i, j]
-    hyb = ee.hybrid_weights(local, g2_full)
+    hyb = hy.hybrid_weights(local, g2_full)
     assert np.array_equal(np.isfinite(hyb), np.isfinite(local))
     assert (hyb[np.isfinite(hyb)] >= 0).all()

@@ -18,7 +18,7 @@ from otcache_pack.nodes.patcher import cached_model  # noqa: E402
 from otcache_pack.nodes.run_sampling import SamplerSettings, sample, to_internal  # noqa: E402
 from otcache_pack.otcache_engine import Schedule  # noqa: E402
 from otcache_pack.otcache_engine.baselines import uniform_k  # noqa: E402
-from otcache_pack.otcache_engine.edge_errors import probe_steps  # noqa: E402
+from otcache_pack.otcache_engine.hybrid import probe_steps  # noqa: E402
 from otcache_pack.otcache_engine.errors import CalibrationError  # noqa: E402
 from otcache_pack.otcache_engine.graph_search import schedule_cost  # noqa: E402
 
