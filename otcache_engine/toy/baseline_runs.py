@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .. import baselines, omnicache
+from .. import baselines, dynamic_baselines, omnicache
 from ..calibration import CalibrationRun
 from ..schedule import Schedule
 
@@ -49,24 +49,24 @@ def teacache_coefficients(calib: Sequence[CalibrationRun]) -> np.ndarray:
     return np.polyfit(xs, ys, 4)
 
 
-def _matched(rule, target: float, hi: float) -> baselines.ThresholdMatch:
-    return baselines.bisect_threshold(rule, target, lo=0.0, hi=hi, grid=24, iters=30)
+def _matched(rule, target: float, hi: float) -> dynamic_baselines.ThresholdMatch:
+    return dynamic_baselines.bisect_threshold(rule, target, lo=0.0, hi=hi, grid=24, iters=30)
 
 
 def teacache(evals: Sequence[CalibrationRun], calib: Sequence[CalibrationRun], target: float) -> Plan:
     coeffs = teacache_coefficients(calib)
-    m = _matched(lambda t: [baselines.teacache_schedule(r, t, coeffs) for r in evals], target, hi=1.0)
+    m = _matched(lambda t: [dynamic_baselines.teacache_schedule(r, t, coeffs) for r in evals], target, hi=1.0)
     return Plan("TeaCache", m.schedules, info={"threshold": m.threshold, "coefficients": coeffs.tolist()})
 
 
 def fbcache(evals: Sequence[CalibrationRun], target: float) -> Plan:
-    m = _matched(lambda t: [baselines.fbcache_schedule(r, t, force_last=True) for r in evals], target, hi=1.0)
+    m = _matched(lambda t: [dynamic_baselines.fbcache_schedule(r, t, force_last=True) for r in evals], target, hi=1.0)
     return Plan("FBCache", m.schedules, front_blocks=1, info={"threshold": m.threshold})
 
 
 def easycache(evals: Sequence[CalibrationRun], target: float) -> Plan:
     warmup = max(1, round(0.1 * evals[0].num_steps))
-    m = _matched(lambda t: [baselines.easycache_schedule(r, t, warmup=warmup) for r in evals], target, hi=0.5)
+    m = _matched(lambda t: [dynamic_baselines.easycache_schedule(r, t, warmup=warmup) for r in evals], target, hi=0.5)
     return Plan("EasyCache", m.schedules, reuse="output", space="transform",
                 info={"threshold": m.threshold, "warmup": warmup})
 

@@ -11,10 +11,10 @@ from hypothesis import given, settings, strategies as st
 from calib_fixtures import make_run
 from otcache_engine import edge_errors as ee
 from otcache_engine import replay as rp
-from otcache_engine.baselines import (TEACACHE_FLUX_COEFFICIENTS, bisect_threshold, easycache_replay,
-                                      easycache_schedule, every_k, fbcache_distances, fbcache_schedule,
-                                      magcache_ratios, magcache_schedule, nearest_interp, teacache_schedule,
-                                      uniform_k)
+from otcache_engine.baselines import (TEACACHE_FLUX_COEFFICIENTS, every_k, magcache_ratios, magcache_schedule,
+                                      nearest_interp, uniform_k)
+from otcache_engine.dynamic_baselines import (bisect_threshold, easycache_replay, easycache_schedule,
+                                              fbcache_distances, fbcache_schedule, teacache_schedule)
 from otcache_engine.calibration import CalibrationRun
 from otcache_engine.errors import CalibrationError, InfeasibleBudgetError, ScheduleError
 from otcache_engine.schedule import Schedule
