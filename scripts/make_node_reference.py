@@ -1,4 +1,4 @@
-"""Write the node reference of README.md from the node definitions a real ComfyUI reports.
+"""Write the node reference of docs/nodes.md from the node definitions a real ComfyUI reports.
 
 Every input with its type, default and range comes from /object_info, so the documentation cannot drift
 from the nodes. Same sources as make_workflows.py:
@@ -17,12 +17,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "README.md"
+DOC = ROOT / "docs" / "nodes.md"
 START, END = "<!-- node-reference:start -->", "<!-- node-reference:end -->"
 ORDER = ("OTCacheCalibrate", "OTCacheAnchorSearch", "OTCacheApply", "OTCacheSaveSchedule", "OTCacheLoadSchedule")
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from make_workflows import _object_info, _spec_inputs  # noqa: E402
+from workflow_graph import _object_info, _spec_inputs  # noqa: E402
 
 
 def _fmt_num(x) -> str:
