@@ -1,24 +1,18 @@
-"""Copy the generated and long-form parts into README.md: the benchmark results, as
-`python -m otcache_engine bench` wrote them, and docs/toy.md (the bundled model, demo and bench).
+"""Copy the in-host fidelity benchmark's summary into README.md, as `python -m benchmarks.fidelity.bench`
+wrote it (docs/results/fidelity/summary.md), between the ``fidelity-results`` markers.
 
-The README shows the table whatever it says; this keeps it identical to docs/results/bench.md
-(the node reference has its own generator, scripts/make_node_reference.py).
+The README shows the table whatever it says (the node reference has its own generator,
+scripts/make_node_reference.py, writing docs/nodes.md).
 
-    python scripts/update_readme.py [--results docs/results/bench.md]
+    python scripts/update_readme.py [--summary docs/results/fidelity/summary.md]
 """
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MARKERS = {"bench": "bench-results", "toy": "toy"}
-
-
-def demoted(markdown: str, levels: int = 2) -> str:
-    """The results file's headings sit under a README section: push them down a level or two."""
-    return re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + levels) + " ", markdown, flags=re.M)
+MARKER = "fidelity-results"
 
 
 def splice(readme: str, body: str, name: str) -> str:
@@ -30,22 +24,14 @@ def splice(readme: str, body: str, name: str) -> str:
     return f"{head}{start}\n{body.strip()}\n{end}{tail}"
 
 
-def without_title(markdown: str) -> str:
-    """docs/toy.md's own title is the README section's heading already."""
-    return re.sub(r"\A# [^\n]*\n+", "", markdown)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results" / "bench.md")
+    ap.add_argument("--summary", type=Path, default=ROOT / "docs" / "results" / "fidelity" / "summary.md")
     args = ap.parse_args()
     readme = ROOT / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    text = splice(text, demoted(args.results.read_text(encoding="utf-8")), MARKERS["bench"])
-    toy = ROOT / "docs" / "toy.md"
-    text = splice(text, demoted(without_title(toy.read_text(encoding="utf-8")), 1), MARKERS["toy"])
+    text = splice(readme.read_text(encoding="utf-8"), args.summary.read_text(encoding="utf-8"), MARKER)
     readme.write_text(text, encoding="utf-8")
-    print(f"README.md: results from {args.results}, bundled-model section from {toy}")
+    print(f"README.md: fidelity summary from {args.summary}")
 
 
 if __name__ == "__main__":
