@@ -134,6 +134,8 @@ def _checked_fields(data: Any) -> dict[str, Any]:
 
 
 def _int(x: Any, what: str) -> int:
+    if isinstance(x, int) and not isinstance(x, bool):
+        return x   # its range is the Schedule's to check (and to say)
     if not is_number(x) or x != int(x):
         raise ScheduleError(f"{what} must be an integer, got {brief(x)}")
     return int(x)
