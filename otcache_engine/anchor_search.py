@@ -51,7 +51,7 @@ from .errors import OTCacheError, ScheduleError
 from .heartbeat import ACTIVE, GRACE_PERIOD, HEARTBEAT_INTERVAL, Beat, carried_attrs, is_stale, owner
 from .projection import check_feasible, project
 from .schedule import Schedule
-from .study_storage import StudyStorage, connect, describe_storage  # noqa: F401 - re-exported
+from .study_storage import connect, describe_storage  # noqa: F401 - describe_storage: re-exported
 
 log = logging.getLogger("otcache")
 

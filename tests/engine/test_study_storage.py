@@ -12,7 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from otcache_engine import database_url, heartbeat, journal_file
+from otcache_engine import database_url, heartbeat
 from otcache_engine.anchor_search import finished_count, open_storage, recover_stale_trials, search_anchor
 from otcache_engine.errors import OTCacheError
 
