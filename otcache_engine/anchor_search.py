@@ -268,27 +268,22 @@ def finished_count(study: Any) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-def _memo(study: Any, steps: tuple[int, ...]) -> Any | None:
-    """An earlier finished trial (any worker, any call) that evaluated the same integer schedule."""
+def same_schedule(study: Any, steps: tuple[int, ...], trial: Any) -> tuple[Any | None, Any | None]:
+    """(an earlier finished trial that scored ``steps``: the memo, or else another worker's RUNNING trial that
+    claims it: the rival), from one read of the study: two reads (finished trials, then running ones) would
+    miss a rival that finishes between them."""
     from optuna.trial import TrialState
-    pruned = None
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        if tuple(t.user_attrs.get("schedule", ())) != steps or "failed" in t.user_attrs:
+    complete = pruned = rival = None
+    for t in study.get_trials(deepcopy=False):
+        if t.number == trial.number or tuple(t.user_attrs.get("schedule", ())) != steps:
             continue
-        if t.state == TrialState.COMPLETE:
-            return t
-        pruned = pruned or t
-    return pruned
-
-
-def claimed_elsewhere(study: Any, steps: tuple[int, ...], trial: Any) -> Any | None:
-    """Another worker's RUNNING trial that has claimed the same schedule (and has not stepped back)."""
-    from optuna.trial import TrialState
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if t.number != trial.number and "duplicate_of" not in t.user_attrs \
-                and tuple(t.user_attrs.get("schedule", ())) == steps:
-            return t
-    return None
+        if t.state == TrialState.COMPLETE and "failed" not in t.user_attrs:
+            complete = complete or t
+        elif t.state == TrialState.PRUNED and "failed" not in t.user_attrs:
+            pruned = pruned or t
+        elif t.state == TrialState.RUNNING and "duplicate_of" not in t.user_attrs:
+            rival = rival or t
+    return complete or pruned, rival
 
 
 class ClaimedElsewhere(Exception):
@@ -331,16 +326,14 @@ class _Objective:
         if target is not None:
             steps = tuple(int(s) for s in target)
         trial.set_user_attr("schedule", list(steps))       # the claim: written before anyone's check below
-        hit = _memo(trial.study, steps)
+        hit, rival = same_schedule(trial.study, steps, trial)
         if hit is not None:
             trial.set_user_attr("memo_of", hit.number)
             if hit.state.name == "PRUNED":
                 raise optuna.TrialPruned(f"same schedule as pruned trial {hit.number}")
             return float(hit.value)
-        rival = claimed_elsewhere(trial.study, steps, trial)
         if rival is not None:   # of two concurrent claims, at least the later checker sees the other one
-            trial.set_user_attr("duplicate_of", rival.number)
-            raise ClaimedElsewhere(f"trial {rival.number} is evaluating the same schedule")
+            self._step_back(trial, rival)
         schedule = Schedule(cfg.num_steps, steps, kind="anchor", force_last=cfg.force_last, max_gap=cfg.gap,
                             sigmas=cfg.sigmas)
         if self.beat_interval is None:
@@ -375,6 +368,13 @@ class _Objective:
             if self.cfg.prune and p < self.cfg.n_pairs - 1 and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after pair {p} (mean {mean:.4g})")
         return float(np.mean(scores))
+
+    @staticmethod
+    def _step_back(trial: Any, rival: Any) -> None:
+        """Leave the schedule to the rival, which does the same work (a warm start or a retry included: if the
+        rival dies, its own trial is retried)."""
+        trial.set_user_attr("duplicate_of", rival.number)
+        raise ClaimedElsewhere(f"trial {rival.number} is evaluating the same schedule")
 
     @staticmethod
     def _requeue(trial: Any) -> None:

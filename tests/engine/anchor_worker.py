@@ -65,8 +65,9 @@ def model_call() -> None:
 def database_worker(url: str, n_trials: int, log_path: str, kill_at: int | None = None, dying=None, gate=None,
                     seed: int = 0) -> None:
     """One worker with the README's settings (same seed as every other): logs every evaluation (pid, schedule,
-    pair) to ``log_path``; with ``kill_at``, SIGKILLs itself in pair 1 of its kill_at-th trial after telling
-    ``dying``; once some worker is dying, waits at ``gate`` until the test has restarted it."""
+    pair) to ``log_path``; with ``kill_at``, SIGKILLs itself in pair 1 of its kill_at-th trial (or of the next
+    one that gets that far) after telling ``dying``; once some worker is dying, waits at ``gate`` until the test
+    has restarted it."""
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     state = {"trials": 0}
 
@@ -74,7 +75,7 @@ def database_worker(url: str, n_trials: int, log_path: str, kill_at: int | None 
         if dying is not None and dying.is_set() and gate is not None:
             gate.wait(timeout=120)
         state["trials"] += pair == 0
-        if kill_at is not None and pair == 1 and state["trials"] == kill_at:
+        if kill_at is not None and pair == 1 and state["trials"] >= kill_at:   # (a pruned trial has no pair 1)
             dying.set()
             os.kill(os.getpid(), signal.SIGKILL)   # pair 0 of this trial is reported, pair 1 never runs
         os.write(fd, f"{os.getpid()} {' '.join(map(str, schedule.compute_steps))} {pair}\n".encode())

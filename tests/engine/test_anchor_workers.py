@@ -88,3 +88,32 @@ def test_warm_starts_are_queued_under_the_storage_lock(tmp_path, monkeypatch):
     monkeypatch.setattr(AS, "enqueue_warm_starts", probing)
     AS.search_anchor(Recorder(), W.config(2), journal, model_key="toy")
     assert held == [True]
+
+
+def test_a_rival_that_finishes_while_the_claim_is_checked_is_not_missed(tmp_path, monkeypatch):
+    """The memo (finished trials) and the claims (running ones) come from one read: with two reads, a rival
+    finishing between them is in neither, and its schedule is evaluated a second time."""
+    journal = str(tmp_path / "race.journal")
+    cfg = W.config(3)
+    study = AS.make_study(cfg, connect(journal).optuna, AS.study_name("toy", cfg))
+    claimed = (0, 4, 8, 12, 19)
+    rival = study.ask()
+    rival.set_user_attr("otcache_owner", {"host": "another-machine", "pid": 1, "start": None, "token": "t"})
+    rival.set_user_attr("otcache_heartbeat", time.time())
+    rival.set_user_attr("schedule", list(claimed))
+    study.enqueue_trial(AS.params_for(claimed, cfg), user_attrs={"target_schedule": list(claimed)})
+    read = optuna.study.Study.get_trials
+
+    def get_trials(self, deepcopy=True, states=None):
+        out = read(self, deepcopy=deepcopy, states=states)
+        now = read(self, deepcopy=False)
+        mine = [t for t in now if t.state == TrialState.RUNNING and t.number != rival.number
+                and tuple(t.user_attrs.get("schedule", ())) == claimed]
+        if mine and now[rival.number].state == TrialState.RUNNING:   # the rival finishes right after this read
+            self._storage.set_trial_state_values(rival._trial_id, TrialState.COMPLETE, [W.score(claimed, 0)])
+        return out
+
+    monkeypatch.setattr(optuna.study.Study, "get_trials", get_trials)
+    ev = Recorder()
+    AS.search_anchor(ev, cfg, journal, model_key="toy")
+    assert claimed not in ev.schedules
