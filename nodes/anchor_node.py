@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from ..otcache_engine import Schedule
 from ..otcache_engine.anchor_search import AnchorConfig, search_anchor
 from ..otcache_engine.errors import OTCacheError
 from ..otcache_engine.metrics import Perceptual, perceptual_metric
+from ..otcache_engine.study_storage import connect
 from ..otcache_engine.warp import retarget
 from . import ladder
 from .calibrate_node import CalibrationPair, calibration_pairs, default_anchor_budget, parse_seeds, sampler_inputs
@@ -36,11 +38,13 @@ from .preview import plot_payload, ui_output
 from .provenance import model_hash, run_provenance
 from .reuse_choice import AUTO, DEFAULT, operator_for
 from .run_sampling import Progress, SamplerSettings, run_sigmas, uncached
-from .schedule_nodes import CalibrationType, ScheduleType, clean_name
+from .schedule_files import clean_name, plain_name, user_folder
+from .schedule_nodes import CalibrationType, ScheduleType
 
 log = logging.getLogger("otcache")
 
 REUSE_CHOICES = ("residual", "output", "omnicache")
+SQLITE = "sqlite:///"
 
 
 # --- storage -------------------------------------------------------------------------------
@@ -51,20 +55,26 @@ def default_storage_name(model_key: str, steps: int, budget: int) -> str:
 
 
 def resolve_storage(text: str, model_key: str, steps: int, budget: int) -> str:
-    """Empty: the default journal under <user>/otcache/; a URL (``sqlite:///``, ``postgresql://``...): as is;
-    a plain name: a journal file of that name under <user>/otcache/ (no paths)."""
-    import folder_paths
-
+    """Empty: the default journal under <user>/otcache/; a plain name: a journal file of that name there; a
+    URL (``postgresql://``...): as is, except a relative SQLite file, which goes under <user>/otcache/ too
+    (not into ComfyUI's working directory). A name that is a symbolic link there is refused: a journal is
+    never written outside user/otcache."""
     text = (text or "").strip()
+    folder = user_folder()
+    if text.startswith(SQLITE) and not os.path.isabs(text[len(SQLITE):]):
+        return SQLITE + str(_own_file(folder, plain_name(text[len(SQLITE):])))
     if "://" in text:
         return text
-    folder = Path(folder_paths.get_user_directory()) / "otcache"
-    if not text:
-        name = default_storage_name(model_key, steps, budget)
-    else:
-        name = clean_name(text, suffix=".journal")
-    folder.mkdir(parents=True, exist_ok=True)
-    return str(folder / name)
+    name = clean_name(text, suffix=".journal") if text else default_storage_name(model_key, steps, budget)
+    return str(_own_file(folder, name))
+
+
+def _own_file(folder: Path, name: str) -> Path:
+    path = folder / name
+    if path.is_symlink():
+        raise OTCacheError(f"storage {name!r} in user/otcache is a symbolic link; refused (studies are only "
+                           "written inside user/otcache: remove the link or choose another name)")
+    return path
 
 
 # --- what a trial is compared with ----------------------------------------------------------------
@@ -149,11 +159,12 @@ def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds:
     if k >= ref_k:
         raise OTCacheError(f"anchor budget {k} must be below the reference's {ref_k} computed steps "
                            f"(the anchor is the extreme low end); lower it or use a richer reference")
+    key = model_hash(base)
+    store = connect(resolve_storage(storage, key, n, k))   # URL, driver, server, journal: before any model call
     pairs, judged_on = judged_pairs(s, seeds, calibration, own_seeds)
     op, _ = operator_for(reuse, gamma, reference)
     metric = metric or perceptual_metric(has_decoder=vae is not None,
                                          device=comfy.model_management.get_torch_device())
-    key = model_hash(base)
     prov = run_provenance(base, steps=n, sampler=s.sampler_name, scheduler=s.scheduler,
                           latent_shape=s.latent_shape, sigmas=sigmas.tolist(), cfg=s.cfg, denoise=s.denoise)
     context = {"pairs": [[conditioning_id(p.settings.positive, p.settings.negative), p.seed] for p in pairs],
@@ -166,16 +177,15 @@ def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds:
                        provenance={**prov, "source": "anchor-search", "reuse": op.reuse, "gamma": op.gamma,
                                    "seeds": list(seeds), "pairs": len(pairs), "judged_on": judged_on,
                                    "reference_budget": reference.budget})
-    where = resolve_storage(storage, key, n, k)
     graph = calibration.graph_schedule(k, cfg.gap) if calibration is not None and calibration.num_steps == n \
         else None
     log.info("[OTCache] Anchor Search: K=%d of N=%d, %d trial(s) in total, %d pair(s) (%s), metric %s, storage %s",
-             k, n, cfg.n_trials, len(pairs), judged_on, metric.name, where)
+             k, n, cfg.n_trials, len(pairs), judged_on, metric.name, store.where)
     progress = Progress(len(pairs) * n)
     judge = Judge(base, pairs, metric, vae, refs=recorded_refs(base, calibration, pairs, metric, vae))
     judge.prepare(progress)
     progress.set(0, cfg.n_trials)
-    anchor = search_anchor(lambda sch, p: judge.score(sch, p, op), cfg, where, model_key=key,
+    anchor = search_anchor(lambda sch, p: judge.score(sch, p, op), cfg, store, model_key=key,
                            context=context, reference=reference, graph=graph,
                            progress=lambda done, total, best: progress.set(done, total),
                            propagate=(comfy.model_management.InterruptProcessingException,))

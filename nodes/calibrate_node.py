@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -47,6 +48,7 @@ log = logging.getLogger("otcache")
 
 ERROR_MODES = ("local", "hybrid", "global")
 MAX_SEEDS = 64
+MAX_SEED = 2 ** 64 - 1  # ComfyUI's seed input range; torch.manual_seed overflows above it
 RECORD_KEY = "otcache_calibrate"
 
 
@@ -68,31 +70,39 @@ def default_anchor_budget(num_steps: int) -> int:
 
 
 def parse_seeds(text: str, seed: int) -> list[int]:
-    """The sampler seed plus extra seeds: ``"0, 1, 2"`` adds those; ``"x4"`` means 4 runs, seed .. seed+3."""
+    """The sampler seed plus extra seeds: ``"0, 1, 2"`` adds those; ``"x4"`` means 4 runs, seed .. seed+3.
+
+    Only ASCII digits count ("x²" is a superscript, not a 2) and every seed must fit ComfyUI's seed range,
+    which is what torch's generator accepts."""
     text = (text or "").strip()
     if not text:
         return [seed]
-    if text[0] in "xX*" and text[1:].strip().isdigit():
-        count = int(text[1:].strip())
-        if not 1 <= count <= MAX_SEEDS:
-            raise CalibrationError(f"calibration runs must be between 1 and {MAX_SEEDS}, got {count}")
-        return [seed + k for k in range(count)]
+    count = re.fullmatch(r"[xX*]\s*([0-9]+)", text)
+    if count:
+        digits = count.group(1)
+        if len(digits) > 3 or not 1 <= int(digits) <= MAX_SEEDS:
+            raise CalibrationError(f"calibration runs must be between 1 and {MAX_SEEDS}, got {digits[:8]}")
+        return [_seed_in_range(seed + k) for k in range(int(digits))]
     seeds = [seed]
     for part in text.replace(";", ",").replace(" ", ",").split(","):
         if not part:
             continue
-        try:
-            value = int(part)
-        except ValueError:
+        if not re.fullmatch(r"[0-9]+", part):
             raise CalibrationError(f"calibration seeds must be integers separated by commas (e.g. '0, 1, 2') "
-                                   f"or a count like 'x4'; got {part!r}") from None
-        if value < 0:
-            raise CalibrationError(f"calibration seeds must be >= 0, got {value}")
+                                   f"or a count like 'x4'; got {part[:24]!r}")
+        value = _seed_in_range(int(part) if len(part) <= 20 else MAX_SEED + 1, part)
         if value not in seeds:
             seeds.append(value)
     if len(seeds) > MAX_SEEDS:
         raise CalibrationError(f"at most {MAX_SEEDS} calibration seeds, got {len(seeds)}")
     return seeds
+
+
+def _seed_in_range(value: int, text: str = "") -> int:
+    if not 0 <= value <= MAX_SEED:
+        shown = text if text and len(text) <= 24 else (f"a {len(text)}-digit number" if text else str(value))
+        raise CalibrationError(f"calibration seeds must be between 0 and 2^64-1 (ComfyUI's seed range), got {shown}")
+    return value
 
 
 def calls_per_seed(num_steps: int, max_gap: int, mode: str) -> int:

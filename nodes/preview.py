@@ -24,16 +24,16 @@ Nothing here imports ComfyUI or aiohttp.
 """
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any, Mapping
 
 from ..otcache_engine import Schedule, schedule_io
 from ..otcache_engine.errors import OTCacheError, ScheduleError
+from ..otcache_engine.schedule import MAX_STEPS
+from ..otcache_engine.strict_json import brief, is_number
 
 PAYLOAD_VERSION = 1
 UI_KEY = "otcache_schedule"
-MAX_STEPS = 10_000
 ALLOWED_KEYS = ("reference", "anchor", "mode", "speedup", "budget", "compute_steps", "num_steps", "sigmas")
 
 
@@ -108,11 +108,7 @@ def ui_output(payload: Mapping[str, Any]) -> dict[str, list]:
 # --- request validation -------------------------------------------------------------------------
 
 def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_num(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    return isinstance(x, int) and is_number(x)
 
 
 def _schedule(value: Any, what: str, resolve_name) -> Schedule | None:
@@ -149,7 +145,7 @@ def preview(body: Any, resolve_name=None) -> dict[str, Any]:
         raise PreviewError("the request body must be a JSON object")
     unknown = sorted(set(body) - set(ALLOWED_KEYS))
     if unknown:
-        raise PreviewError(f"unknown field(s) {unknown}; allowed: {list(ALLOWED_KEYS)}")
+        raise PreviewError(f"unknown field(s) {brief(unknown, 80)}; allowed: {list(ALLOWED_KEYS)}")
     reference = _schedule(body.get("reference"), "reference", resolve_name)
     anchor = _schedule(body.get("anchor"), "anchor", resolve_name)
     if reference is None and anchor is None:
@@ -157,11 +153,11 @@ def preview(body: Any, resolve_name=None) -> dict[str, Any]:
 
     num_steps = body.get("num_steps")
     if num_steps is not None and (not _is_int(num_steps) or not 1 <= num_steps <= MAX_STEPS):
-        raise PreviewError(f"'num_steps' must be an integer between 1 and {MAX_STEPS}, got {num_steps!r}")
+        raise PreviewError(f"'num_steps' must be an integer between 1 and {MAX_STEPS}, got {brief(num_steps)}")
     sigmas = body.get("sigmas")
     if sigmas is not None:
         if (not isinstance(sigmas, list) or not 2 <= len(sigmas) <= MAX_STEPS + 1
-                or not all(_is_num(x) for x in sigmas)):
+                or not all(is_number(x) for x in sigmas)):
             raise PreviewError(f"'sigmas' must be a list of 2 to {MAX_STEPS + 1} finite numbers")
         sigmas = [float(x) for x in sigmas]
         if any(x < 0 for x in sigmas) or any(b > a for a, b in zip(sigmas, sigmas[1:])) or sigmas[0] <= sigmas[-1]:
@@ -173,13 +169,13 @@ def preview(body: Any, resolve_name=None) -> dict[str, Any]:
 
     for key in ("budget", "compute_steps"):
         if body.get(key) is not None and (not _is_int(body[key]) or body[key] < 1):
-            raise PreviewError(f"'{key}' must be a positive integer number of computed steps, got {body[key]!r}")
+            raise PreviewError(f"'{key}' must be a positive integer number of computed steps, got {brief(body[key])}")
     if body.get("budget") is not None and body.get("compute_steps") is not None:
         raise PreviewError("'budget' and 'compute_steps' mean the same; send one")
     budget = body.get("budget", body.get("compute_steps"))
     speedup = body.get("speedup")
-    if speedup is not None and (not _is_num(speedup) or speedup < 1.0):
-        raise PreviewError(f"'speedup' must be a number >= 1 (N/K; 1 computes every step), got {speedup!r}")
+    if speedup is not None and (not is_number(speedup) or speedup < 1.0):
+        raise PreviewError(f"'speedup' must be a number >= 1 (N/K; 1 computes every step), got {brief(speedup)}")
     mode = body.get("mode")
     if mode is None:
         if budget is not None and speedup is not None:
@@ -188,7 +184,7 @@ def preview(body: Any, resolve_name=None) -> dict[str, Any]:
         mode = "compute steps" if budget is not None else "speedup"
     from .schedule_source import MODES
     if mode not in MODES:
-        raise PreviewError(f"'mode' must be one of {list(MODES)}, got {mode!r}")
+        raise PreviewError(f"'mode' must be one of {list(MODES)}, got {brief(mode)}")
 
     try:
         with warnings.catch_warnings(record=True) as w:

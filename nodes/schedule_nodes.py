@@ -12,103 +12,22 @@ registered folder.
 """
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 
 from comfy_api.latest import io
 
-from ..otcache_engine import Schedule, schedule_io
+from ..otcache_engine import Schedule, schedule_io  # noqa: F401 - schedule_io: tests reach it through here
 from ..otcache_engine.errors import OTCacheError, ScheduleError
 from .calibration_data import CALIB_SUFFIX, CalibrationData
 from .preview import plot_payload, ui_output
-
-FOLDER = "otcache"
-EXTENSIONS = {".json"}
-NAME_MAX = 100
-_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+-]*$")
+from .schedule_files import (clean_name, inside, load_listed, register_folder, resolve_listed, save_folder,
+                             schedule_files)
 
 ScheduleType = io.Custom("OTCACHE_SCHEDULE")
 CalibrationType = io.Custom("OTCACHE_CALIBRATION")
 
 
-# --- the folder ------------------------------------------------------------------------
-
-def register_folder() -> list[str]:
-    """Register ``models/otcache`` (idempotent) and keep only .json files in its listing."""
-    import folder_paths
-
-    default = os.path.join(folder_paths.models_dir, FOLDER)
-    folder_paths.add_model_folder_path(FOLDER, default, is_default=True)
-    paths, _ = folder_paths.folder_names_and_paths[FOLDER]
-    folder_paths.folder_names_and_paths[FOLDER] = (paths, set(EXTENSIONS))
-    return list(paths)
-
-
-def save_folder() -> Path:
-    """The first registered folder: where new files are written."""
-    folder = Path(register_folder()[0])
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def schedule_files() -> list[str]:
-    import folder_paths
-    register_folder()
-    return sorted(f for f in folder_paths.get_filename_list(FOLDER) if f.lower().endswith(".json"))
-
-
 # --- names and paths ----------------------------------------------------------------------
-
-def clean_name(name: str, suffix: str = ".json") -> str:
-    """A user-typed file name made safe, with ``suffix``; ScheduleError with the reason otherwise."""
-    if not isinstance(name, str) or not name.strip():
-        raise ScheduleError("the file name is empty; type a name such as 'flux-28steps-reference'")
-    name = name.strip()
-    if "/" in name or "\\" in name or os.sep in name or (os.altsep and os.altsep in name):
-        raise ScheduleError(f"file name {name!r} must not contain '/' or '\\' (no folders, no paths)")
-    if name.startswith(".") or ".." in name:
-        raise ScheduleError(f"file name {name!r} must not start with '.' or contain '..'")
-    if name.lower().endswith(suffix):
-        name = name[: -len(suffix)]
-    if not name or len(name) > NAME_MAX or not _NAME_OK.match(name):
-        raise ScheduleError(f"file name {name!r} may use letters, digits, space, '_', '-', '+' and '.' "
-                            f"(at most {NAME_MAX} characters, starting with a letter or digit)")
-    return name + suffix
-
-
-def inside(path: Path, folders: list[str]) -> bool:
-    """Whether ``path`` (symlinks resolved) lies inside one of ``folders``."""
-    real = os.path.realpath(path)
-    for folder in folders:
-        root = os.path.realpath(folder)
-        try:
-            if os.path.commonpath([real, root]) == root:
-                return True
-        except ValueError:  # other drive on Windows
-            continue
-    return False
-
-
-def resolve_listed(name: str) -> Path:
-    """The file behind a dropdown entry (relative to a registered folder), refusing any escape."""
-    import folder_paths
-
-    folders = register_folder()
-    if not isinstance(name, str) or not name or os.path.isabs(name) or name.startswith(("/", "\\")):
-        raise ScheduleError(f"schedule {name!r}: expected a file name from the list, not a path")
-    parts = re.split(r"[\\/]+", name)
-    if any(p in ("", ".", "..") or p.startswith(".") for p in parts):
-        raise ScheduleError(f"schedule {name!r}: '..', '.' and hidden names are not allowed")
-    if not name.lower().endswith(".json"):
-        raise ScheduleError(f"schedule {name!r}: only .json schedule files can be loaded")
-    full = folder_paths.get_full_path(FOLDER, name)
-    if full is None:
-        raise ScheduleError(f"no schedule named {name!r} in models/otcache (refresh the node list with 'R')")
-    if not inside(Path(full), folders):
-        raise ScheduleError(f"schedule {name!r} resolves outside the otcache folders; refused")
-    return Path(full)
-
 
 def unique_path(folder: Path, filename: str, overwrite: bool) -> Path:
     """``folder/filename``, or with ``-001``, ``-002``... appended when it exists and ``overwrite`` is off."""
@@ -135,8 +54,7 @@ def load_schedule(name: str) -> tuple[Schedule, CalibrationData | None]:
 
     if is_preset(name):
         return load_preset(name), None
-    path = resolve_listed(name)
-    schedule = schedule_io.load(path)  # size cap, strict JSON, schema: one clear sentence on failure
+    schedule, path = load_listed(name)  # no escape, size cap, strict JSON, schema: one clear sentence
     calib_file = calibration_path(path)
     calib = CalibrationData.load(calib_file) if calib_file.is_file() and inside(calib_file, register_folder()) \
         else None
@@ -151,7 +69,7 @@ def save_schedule(schedule: Schedule, name: str, overwrite: bool = False,
     folder = save_folder()
     path = unique_path(folder, clean_name(name), overwrite)
     if not inside(path, [str(folder)]):
-        raise ScheduleError(f"file name {name!r} resolves outside {folder}; refused")
+        raise ScheduleError(f"file name {name!r} resolves outside models/otcache; refused")
     schedule_io.save(schedule, path)
     if calibration is not None:
         calibration.save(calibration_path(path))

@@ -17,14 +17,20 @@ Choices (documented here because they change what a user sees):
   resumes up to that total and does not add ``n_trials`` more. Raise it to
   search longer.
 * Repeated integer schedules are memoised through the storage (trial user
-  attrs), so a memo survives restarts and is shared by every worker.
+  attrs), so a memo survives restarts and is shared by every worker. A trial
+  first claims its schedule (user attr ``schedule``); when another worker's
+  RUNNING trial claims the same one, it steps back (FAIL, ``duplicate_of``,
+  not counted) instead of evaluating it a second time.
+* Workers with the same ``seed`` draw different proposals: each trial's TPE
+  draws are seeded from (seed, trial number) (``anchor_sampler``).
 * A trial whose ``evaluate`` raises an ordinary exception scores +inf (user attr
   ``failed``); exceptions listed in ``propagate`` (e.g. ComfyUI's interrupt),
   ``KeyboardInterrupt`` and ``SystemExit`` stop the search, and the interrupted
   trial is queued again so the next call redoes it.
-* A trial left RUNNING by a killed process (SIGKILL, power loss) is marked FAIL
-  at the start of the next call and its parameters are queued again, so no
-  completed trial is lost and no work is silently dropped.
+* A trial left RUNNING by a killed process (SIGKILL, power loss, a machine
+  gone) is failed and its parameters queued again within minutes, by any live
+  worker (``heartbeat``: Optuna's heartbeat on databases, an equivalent on
+  journal files), so no completed trial is lost and no work is silently dropped.
 """
 from __future__ import annotations
 
@@ -32,20 +38,20 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
-import socket
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from .errors import OTCacheError, ScheduleError
+from .heartbeat import ACTIVE, GRACE_PERIOD, HEARTBEAT_INTERVAL, Beat, carried_attrs, is_stale, owner
 from .projection import check_feasible, project
 from .schedule import Schedule
+from .study_storage import connect, describe_storage  # noqa: F401 - describe_storage: re-exported
 
 log = logging.getLogger("otcache")
 
@@ -55,8 +61,6 @@ Progress = Callable[[int, int, float | None], None]
 GAP_LOW, GAP_HIGH = 0.05, 1.0
 WARP_PIECES, WARP_LIMIT = 6, 2.5
 MAX_GAP_PARAMS_K = 12
-_PROCESS_TOKEN = uuid.uuid4().hex
-_ACTIVE: set[tuple[str, int]] = set()   # (storage-independent) ids of trials this process is running now
 
 
 # --- configuration ---------------------------------------------------------------
@@ -213,30 +217,9 @@ def warm_starts(cfg: AnchorConfig, reference: Schedule | None = None,
 # --- storage ----------------------------------------------------------------------------
 
 def open_storage(storage: Any) -> Any:
-    """A path -> a journal file (crash-safe, multi-process); a URL (``sqlite:///``, ``postgresql://``)
-    or an Optuna storage object -> used as is."""
-    import optuna
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-
-    if storage is None or (isinstance(storage, str) and not storage.strip()):
-        raise OTCacheError("an Optuna storage is needed: a journal file path or a database URL")
-    if not isinstance(storage, (str, os.PathLike)):
-        return storage
-    text = os.fspath(storage).strip()
-    if "://" in text:
-        return text
-    path = Path(text).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = JournalFileOpenLock(str(path)) if os.name == "nt" else None
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
-
-
-def describe_storage(storage: Any) -> str:
-    """Where the study lives, with any password removed (goes into provenance and the UI)."""
-    if isinstance(storage, (str, os.PathLike)):
-        text = os.fspath(storage).strip()
-        return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", text)
-    return type(storage).__name__
+    """The Optuna storage of ``storage`` (a journal path, a URL or a storage object), checked:
+    see ``study_storage.connect``."""
+    return connect(storage).optuna
 
 
 def study_name(model_key: str, cfg: AnchorConfig, context: Mapping[str, Any] | None = None) -> str:
@@ -247,66 +230,24 @@ def study_name(model_key: str, cfg: AnchorConfig, context: Mapping[str, Any] | N
 
 # --- trial bookkeeping -------------------------------------------------------------------
 
-def _proc_start(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        return None
+def recover_stale_trials(study: Any, grace_period: float = GRACE_PERIOD) -> list[int]:
+    """Fail RUNNING trials of dead workers and queue their parameters again; returns their numbers.
 
-
-def _owner() -> dict[str, Any]:
-    pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "start": _proc_start(pid), "token": _PROCESS_TOKEN}
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
-
-
-def _is_stale(trial: Any, stale_after: float) -> bool:
-    """A RUNNING trial nobody is working on: its process is gone (same host) or silent too long."""
-    owner = trial.user_attrs.get("otcache_owner")
-    beat = trial.user_attrs.get("otcache_heartbeat")
-    if isinstance(owner, dict) and owner.get("host") == socket.gethostname():
-        pid = int(owner.get("pid", -1))
-        if pid == os.getpid():
-            return owner.get("token") != _PROCESS_TOKEN or _active_key(trial) not in _ACTIVE
-        if not _pid_alive(pid):
-            return True
-        start = _proc_start(pid)
-        return start is not None and owner.get("start") is not None and start != owner.get("start")
-    last = beat if isinstance(beat, (int, float)) else (
-        trial.datetime_start.timestamp() if trial.datetime_start else None)
-    return last is not None and time.time() - last > stale_after
-
-
-def _active_key(trial: Any) -> tuple[str, int]:
-    return (str(trial.user_attrs.get("otcache_run", "")), int(trial.number))
-
-
-def _carry(trial: Any) -> dict[str, Any]:
-    keep = {k: trial.user_attrs[k] for k in ("warm_start", "target_schedule") if k in trial.user_attrs}
-    keep["retry_of"] = trial.number
-    return keep
-
-
-def recover_stale_trials(study: Any, stale_after: float = 3 * 3600.0) -> list[int]:
-    """Mark RUNNING trials of dead workers FAIL and queue their parameters again; returns their numbers."""
+    With Optuna's heartbeat (database storages) Optuna decides and its callback queues the trials
+    (``heartbeat.RetryStale``); otherwise OTCache's own heartbeat attributes do (``heartbeat.is_stale``)."""
     from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.storages import fail_stale_trials
+    from optuna.storages._heartbeat import is_heartbeat_enabled
     from optuna.trial import TrialState
 
+    if is_heartbeat_enabled(study._storage):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fail_stale_trials(study)
+        return []
     recovered = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not _is_stale(t, stale_after):
+        if not is_stale(t, grace_period):
             continue
         try:
             study._storage.set_trial_user_attr(t._trial_id, "stale", True)
@@ -314,7 +255,7 @@ def recover_stale_trials(study: Any, stale_after: float = 3 * 3600.0) -> list[in
         except (UpdateFinishedTrialError, RuntimeError):
             continue
         if changed and not t.user_attrs.get("interrupted"):   # an interrupted trial queued itself again
-            study.enqueue_trial(dict(t.params), user_attrs=_carry(t))
+            study.enqueue_trial(dict(t.params), user_attrs=carried_attrs(t))
             recovered.append(t.number)
     if recovered:
         log.warning("[OTCache] anchor search: trial(s) %s were left running by a stopped worker; queued again",
@@ -327,17 +268,26 @@ def finished_count(study: Any) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-def _memo(study: Any, steps: tuple[int, ...]) -> Any | None:
-    """An earlier finished trial (any worker, any call) that evaluated the same integer schedule."""
+def same_schedule(study: Any, steps: tuple[int, ...], trial: Any) -> tuple[Any | None, Any | None]:
+    """(an earlier finished trial that scored ``steps``: the memo, or else another worker's RUNNING trial that
+    claims it: the rival), from one read of the study: two reads (finished trials, then running ones) would
+    miss a rival that finishes between them."""
     from optuna.trial import TrialState
-    pruned = None
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        if tuple(t.user_attrs.get("schedule", ())) != steps or "failed" in t.user_attrs:
+    complete = pruned = rival = None
+    for t in study.get_trials(deepcopy=False):
+        if t.number == trial.number or tuple(t.user_attrs.get("schedule", ())) != steps:
             continue
-        if t.state == TrialState.COMPLETE:
-            return t
-        pruned = pruned or t
-    return pruned
+        if t.state == TrialState.COMPLETE and "failed" not in t.user_attrs:
+            complete = complete or t
+        elif t.state == TrialState.PRUNED and "failed" not in t.user_attrs:
+            pruned = pruned or t
+        elif t.state == TrialState.RUNNING and "duplicate_of" not in t.user_attrs:
+            rival = rival or t
+    return complete or pruned, rival
+
+
+class ClaimedElsewhere(Exception):
+    """This trial's schedule is being evaluated by another worker right now: this trial steps back."""
 
 
 def best_trial(study: Any) -> Any | None:
@@ -350,39 +300,46 @@ def best_trial(study: Any) -> Any | None:
 # --- the objective ------------------------------------------------------------------------
 
 class _Objective:
-    def __init__(self, evaluate: Evaluate, cfg: AnchorConfig, propagate: tuple[type[BaseException], ...]):
+    def __init__(self, evaluate: Evaluate, cfg: AnchorConfig, propagate: tuple[type[BaseException], ...],
+                 beat_interval: float | None = None):
         self.evaluate, self.cfg, self.propagate = evaluate, cfg, propagate
+        self.beat_interval = beat_interval
         self.run_id = uuid.uuid4().hex
         self.current: Any = None
 
     def __call__(self, trial: Any) -> float:
         key = (self.run_id, trial.number)
-        _ACTIVE.add(key)
+        ACTIVE.add(key)
         self.current = trial
         try:
             return self._trial(trial)
         finally:
-            _ACTIVE.discard(key)
+            ACTIVE.discard(key)
 
     def _trial(self, trial: Any) -> float:
         import optuna
         cfg = self.cfg
         trial.set_user_attr("otcache_run", self.run_id)
-        trial.set_user_attr("otcache_owner", _owner())
+        trial.set_user_attr("otcache_owner", owner())
         steps = suggest_steps(trial, cfg)
         target = trial.user_attrs.get("target_schedule")
         if target is not None:
             steps = tuple(int(s) for s in target)
-        trial.set_user_attr("schedule", list(steps))
-        hit = _memo(trial.study, steps)
+        trial.set_user_attr("schedule", list(steps))       # the claim: written before anyone's check below
+        hit, rival = same_schedule(trial.study, steps, trial)
         if hit is not None:
             trial.set_user_attr("memo_of", hit.number)
             if hit.state.name == "PRUNED":
                 raise optuna.TrialPruned(f"same schedule as pruned trial {hit.number}")
             return float(hit.value)
+        if rival is not None:   # of two concurrent claims, at least the later checker sees the other one
+            self._step_back(trial, rival)
         schedule = Schedule(cfg.num_steps, steps, kind="anchor", force_last=cfg.force_last, max_gap=cfg.gap,
                             sigmas=cfg.sigmas)
-        return self._run_pairs(trial, schedule)
+        if self.beat_interval is None:
+            return self._run_pairs(trial, schedule)
+        with Beat(trial.study._storage, trial._trial_id, self.beat_interval):
+            return self._run_pairs(trial, schedule)
 
     def _run_pairs(self, trial: Any, schedule: Schedule) -> float:
         import optuna
@@ -407,17 +364,23 @@ class _Objective:
             scores.append(value)
             mean = float(np.mean(scores))
             trial.set_user_attr("pair_scores", scores)
-            trial.set_user_attr("otcache_heartbeat", time.time())
             trial.report(mean, step=p)
             if self.cfg.prune and p < self.cfg.n_pairs - 1 and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after pair {p} (mean {mean:.4g})")
         return float(np.mean(scores))
 
     @staticmethod
+    def _step_back(trial: Any, rival: Any) -> None:
+        """Leave the schedule to the rival, which does the same work (a warm start or a retry included: if the
+        rival dies, its own trial is retried)."""
+        trial.set_user_attr("duplicate_of", rival.number)
+        raise ClaimedElsewhere(f"trial {rival.number} is evaluating the same schedule")
+
+    @staticmethod
     def _requeue(trial: Any) -> None:
         try:
             trial.set_user_attr("interrupted", True)
-            trial.study.enqueue_trial(dict(trial.params), user_attrs=_carry(trial))
+            trial.study.enqueue_trial(dict(trial.params), user_attrs=carried_attrs(trial))
         except Exception as e:  # noqa: BLE001 - never mask the interrupt itself
             log.warning("[OTCache] could not queue interrupted trial %d again: %s", trial.number, e)
 
@@ -426,9 +389,9 @@ class _Objective:
 
 def make_study(cfg: AnchorConfig, storage: Any, name: str) -> Any:
     import optuna
+    from .anchor_sampler import TrialSeededSampler
     dim = (cfg.budget - 1 if cfg.force_last else cfg.budget) if cfg.kind == "gaps" else WARP_PIECES
-    sampler = optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True, n_startup_trials=max(10, 2 * dim),
-                                         constant_liar=True)
+    sampler = TrialSeededSampler(cfg.seed, multivariate=True, n_startup_trials=max(10, 2 * dim), constant_liar=True)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=10, n_warmup_steps=0) if cfg.prune \
         else optuna.pruners.NopPruner()
     return optuna.create_study(study_name=name, storage=storage, direction="minimize", sampler=sampler,
@@ -436,7 +399,8 @@ def make_study(cfg: AnchorConfig, storage: Any, name: str) -> Any:
 
 
 def enqueue_warm_starts(study: Any, cfg: AnchorConfig, starts: Sequence[tuple[str, Sequence[int]]]) -> None:
-    """Queue each warm start once per study (skip_if_exists makes a resumed call a no-op)."""
+    """Queue each warm start once per study (skip_if_exists makes a resumed call a no-op; callers hold the
+    storage's lock so that workers starting together do not each queue them)."""
     for name, steps in starts:
         steps = tuple(int(s) for s in steps)
         study.enqueue_trial(params_for(steps, cfg), user_attrs={"warm_start": name, "target_schedule": list(steps)},
@@ -446,26 +410,30 @@ def enqueue_warm_starts(study: Any, cfg: AnchorConfig, starts: Sequence[tuple[st
 def search_anchor(evaluate: Evaluate, cfg: AnchorConfig, storage: Any, *, model_key: str = "model",
                   context: Mapping[str, Any] | None = None, reference: Schedule | None = None,
                   graph: Schedule | Sequence[int] | None = None, progress: Progress | None = None,
-                  propagate: Sequence[type[BaseException]] = (), stale_after: float = 3 * 3600.0,
-                  name: str | None = None) -> Schedule:
+                  propagate: Sequence[type[BaseException]] = (), heartbeat_interval: float = HEARTBEAT_INTERVAL,
+                  grace_period: float = GRACE_PERIOD, name: str | None = None) -> Schedule:
     """Run (or resume) the anchor search until the study holds ``cfg.n_trials`` finished trials.
 
-    ``storage``: a journal file path, an Optuna storage URL, or a storage object.
+    ``storage``: a journal file path, an Optuna storage URL, a ``StudyStorage`` or a storage object.
     ``context``: anything else that changes the objective (seeds, sampler, cfg...), hashed
     into the study name. ``progress(done, total, best)`` is called after every trial.
+    ``heartbeat_interval`` / ``grace_period`` (seconds): how often a running trial shows it is alive, and
+    after how much silence a trial counts as its worker's death (for a path or a URL).
     Returns the best schedule (kind ``anchor``) with its search provenance.
     """
     import optuna
 
     previous = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)   # a trial stepping back is not worth a traceback
     try:
-        store = open_storage(storage)
+        store = connect(storage, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
         name = name or study_name(model_key, cfg, context)
-        study = make_study(cfg, store, name)
-        recover_stale_trials(study, stale_after)
-        enqueue_warm_starts(study, cfg, warm_starts(cfg, reference, graph))
-        objective = _Objective(evaluate, cfg, tuple(propagate))
+        study = make_study(cfg, store.optuna, name)
+        recover_stale_trials(study, store.grace_period)
+        with store.exclusive(name):
+            enqueue_warm_starts(study, cfg, warm_starts(cfg, reference, graph))
+        objective = _Objective(evaluate, cfg, tuple(propagate), store.beat_interval)
+        stepped_back = 0
         while True:
             done = finished_count(study)
             best = best_trial(study)
@@ -473,14 +441,26 @@ def search_anchor(evaluate: Evaluate, cfg: AnchorConfig, storage: Any, *, model_
                 progress(min(done, cfg.n_trials), cfg.n_trials, best.value if best else None)
             if done >= cfg.n_trials:
                 break
+            recover_stale_trials(study, store.grace_period)
             try:
-                study.optimize(objective, n_trials=1)
+                study.optimize(objective, n_trials=1, catch=(ClaimedElsewhere,))
             except BaseException:
                 _fail_if_running(study, objective.current)
                 raise
+            stepped_back = _back_off(objective.current, stepped_back)
     finally:
         optuna.logging.set_verbosity(previous)
-    return _result(study, cfg, describe_storage(storage), name, done)
+    return _result(study, cfg, store.where, name, done)
+
+
+def _back_off(trial: Any, streak: int) -> int:
+    """After several trials in a row stepped back for a rival, wait a little for the rivals to finish
+    (a tiny search space with every schedule in flight would otherwise spin)."""
+    if trial is None or "duplicate_of" not in trial.user_attrs:
+        return 0
+    if streak >= 3:
+        time.sleep(min(0.05 * 2 ** (streak - 3), 2.0))
+    return streak + 1
 
 
 def _fail_if_running(study: Any, trial: Any) -> None:

@@ -14,12 +14,16 @@ from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import ScheduleError
+from .strict_json import brief
 
 KINDS = frozenset({
     "custom", "reference", "anchor", "interpolated", "optimized", "graph", "uniform",
     "omnicache", "magcache", "teacache", "easycache", "fbcache", "preset", "full",
 })
 COORDS = frozenset({"index", "sigma"})
+# ComfyUI's own step limit (KSampler's ``steps`` input). A schedule file claiming more steps is refused:
+# 57 bytes asking for 10^8 steps would otherwise stall a run for minutes and allocate gigabytes.
+MAX_STEPS = 10_000
 
 
 def _freeze(value: Any) -> Any:
@@ -129,18 +133,23 @@ class Schedule:
 
 def _validate(s: Schedule) -> None:
     n = s.num_steps
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ScheduleError(f"num_steps must be a positive integer, got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_STEPS:
+        raise ScheduleError(f"num_steps must be an integer from 1 to {MAX_STEPS} (ComfyUI's step limit), "
+                            f"got {brief(n)}")
     steps = s.compute_steps
+    if len(steps) > n:
+        raise ScheduleError(f"compute_steps has {len(steps)} entries, more than num_steps={n}")
     if not steps:
         raise ScheduleError("compute_steps is empty: step 0 must always be computed")
     if steps[0] != 0:
-        raise ScheduleError(f"compute_steps must start with step 0 (there is nothing to reuse before it), got {steps[0]}")
+        raise ScheduleError(f"compute_steps must start with step 0 (there is nothing to reuse before it), "
+                            f"got {brief(steps[0])}")
     for a, b in zip(steps, steps[1:]):
         if b <= a:
-            raise ScheduleError(f"compute_steps must be strictly increasing without duplicates, found {a} then {b}")
+            raise ScheduleError(f"compute_steps must be strictly increasing without duplicates, found {brief(a)} "
+                                f"then {brief(b)}")
     if steps[-1] >= n:
-        raise ScheduleError(f"compute step {steps[-1]} is out of range for num_steps={n} (valid: 0..{n - 1})")
+        raise ScheduleError(f"compute step {brief(steps[-1])} is out of range for num_steps={n} (valid: 0..{n - 1})")
     if s.force_last and steps[-1] != n - 1:
         raise ScheduleError(f"the last step ({n - 1}) must be computed when force_last is true")
     if s.kind not in KINDS:
@@ -148,8 +157,8 @@ def _validate(s: Schedule) -> None:
     if s.coord not in COORDS:
         raise ScheduleError(f"unknown coordinate {s.coord!r}; expected 'index' or 'sigma'")
     if s.max_gap is not None:
-        if isinstance(s.max_gap, bool) or not isinstance(s.max_gap, int) or s.max_gap < 1:
-            raise ScheduleError(f"max_gap must be a positive integer or null, got {s.max_gap!r}")
+        if isinstance(s.max_gap, bool) or not isinstance(s.max_gap, int) or not 1 <= s.max_gap <= MAX_STEPS:
+            raise ScheduleError(f"max_gap must be an integer from 1 to {MAX_STEPS} or null, got {brief(s.max_gap)}")
     if s.sigmas is not None:
         _validate_sigmas(s.sigmas, n)
 

@@ -7,13 +7,15 @@ that a user can fix a hand-edited or shared file without reading code.
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from . import strict_json
+from .safe_files import UnreadableFile, read_bounded, write_atomic
 from .errors import ScheduleError
 from .schedule import COORDS, KINDS, Schedule
+from .strict_json import brief, is_number
 
 FORMAT = "otcache.schedule"
 VERSION = 1
@@ -46,44 +48,34 @@ def dumps(s: Schedule, indent: int | None = 2) -> str:
 
 def save(s: Schedule, path: str | os.PathLike) -> Path:
     """Write atomically: a crash never leaves a half-written schedule behind."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dumps(s) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def _reject_constant(name: str) -> float:
-    raise ScheduleError(f"NaN or infinity ({name}) is not allowed in a schedule")
+    return write_atomic(path, (dumps(s) + "\n").encode("utf-8"))
 
 
 def loads(text: str, source: str = "schedule") -> Schedule:
     if len(text.encode("utf-8", "ignore")) > MAX_FILE_BYTES:
         raise ScheduleError(f"{source}: file is larger than {MAX_FILE_BYTES // 1024} KiB; not a schedule")
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
-    except ScheduleError as e:
+        data = strict_json.loads(text)
+    except strict_json.JSONInputError as e:
         raise ScheduleError(f"{source}: {e}") from None
-    except json.JSONDecodeError as e:
-        raise ScheduleError(f"{source}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
-    except RecursionError:
-        raise ScheduleError(f"{source}: JSON is nested too deeply; not a schedule") from None
     return from_dict(data, source)
 
 
-def load(path: str | os.PathLike) -> Schedule:
-    path = Path(path)
+def load(path: str | os.PathLike, source: str | None = None) -> Schedule:
+    """A schedule file, named ``source`` in messages (default: its path). A symbolic link, a FIFO or a file
+    over the size limit is refused without being read."""
+    source = source or str(path)
     try:
-        size = path.stat().st_size
+        data = read_bounded(path, MAX_FILE_BYTES)
     except FileNotFoundError:
-        raise ScheduleError(f"{path}: no such schedule file") from None
-    if size > MAX_FILE_BYTES:
-        raise ScheduleError(f"{path}: file is {size} bytes, larger than {MAX_FILE_BYTES // 1024} KiB; not a schedule")
+        raise ScheduleError(f"{source}: no such schedule file") from None
+    except UnreadableFile as e:
+        raise ScheduleError(f"{source}: {e.reason}; not a schedule file") from None
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ScheduleError(f"{path}: not a UTF-8 text file; not a schedule") from None
-    return loads(text, str(path))
+        raise ScheduleError(f"{source}: not a UTF-8 text file; not a schedule") from None
+    return loads(text, source)
 
 
 def from_dict(data: Any, source: str = "schedule") -> Schedule:
@@ -91,8 +83,8 @@ def from_dict(data: Any, source: str = "schedule") -> Schedule:
         return Schedule(**_checked_fields(data))
     except ScheduleError as e:
         raise ScheduleError(f"{source}: {e}") from None
-    except RecursionError:
-        raise ScheduleError(f"{source}: 'provenance' is nested too deeply") from None
+    except strict_json.JSONInputError as e:
+        raise ScheduleError(f"{source}: {e}") from None
 
 
 def _checked_fields(data: Any) -> dict[str, Any]:
@@ -128,7 +120,7 @@ def _checked_fields(data: Any) -> dict[str, Any]:
         fields["coord"] = data["coord"]
     if data.get("sigmas") is not None:
         sig = data["sigmas"]
-        if not isinstance(sig, list) or not all(_is_number(x) for x in sig):
+        if not isinstance(sig, list) or not all(is_number(x) for x in sig):
             raise ScheduleError("'sigmas' must be a list of numbers or null")
         fields["sigmas"] = tuple(float(x) for x in sig)
     if data.get("max_gap") is not None:
@@ -136,19 +128,14 @@ def _checked_fields(data: Any) -> dict[str, Any]:
     prov = data.get("provenance") or {}
     if not isinstance(prov, Mapping):
         raise ScheduleError("'provenance' must be a JSON object")
+    strict_json.check_tree(prov)   # bounded numbers, bounded depth: nothing downstream can overflow
     fields["provenance"] = prov
     return fields
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def _int(x: Any, what: str) -> int:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        raise ScheduleError(f"{what} must be an integer, got {x!r}")
-    if isinstance(x, float):
-        if not math.isfinite(x) or x != int(x):
-            raise ScheduleError(f"{what} must be an integer, got {x!r}")
-        x = int(x)
-    return x
+    if isinstance(x, int) and not isinstance(x, bool):
+        return x   # its range is the Schedule's to check (and to say)
+    if not is_number(x) or x != int(x):
+        raise ScheduleError(f"{what} must be an integer, got {brief(x)}")
+    return int(x)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 import numpy as np
 
@@ -44,3 +45,55 @@ def run(journal: str, n_trials: int, kill_at: int | None = None, barrier=None, q
 if __name__ == "__main__":
     journal, n, kill = sys.argv[1], int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None
     run(journal, n, kill_at=int(kill) if kill else None)
+
+
+# --- several workers on one database (test_anchor_postgres.py) -------------------------------------------
+
+def model_call() -> None:
+    """Stands in for the model's time: a fixed amount of CPU work (no sleeping), so trials overlap
+    (about 25 ms on one BLAS thread: the test starts workers with OPENBLAS_NUM_THREADS=1). The benchmark
+    (benchmarks/bench_anchor_workers.py) sets OTCACHE_MODEL_SECONDS instead: a model on its own GPU, waited for."""
+    seconds = float(os.environ.get("OTCACHE_MODEL_SECONDS", "0") or 0)
+    if seconds > 0:
+        time.sleep(seconds)
+        return
+    m = np.random.default_rng(0).standard_normal((96, 96))
+    for _ in range(100):
+        np.linalg.eigvalsh(m @ m.T)
+
+
+def database_worker(url: str, n_trials: int, log_path: str, kill_at: int | None = None, dying=None, gate=None,
+                    seed: int = 0) -> None:
+    """One worker with the README's settings (same seed as every other): logs every evaluation (pid, schedule,
+    pair) to ``log_path``; with ``kill_at``, SIGKILLs itself in pair 1 of its kill_at-th trial (or of the next
+    one that gets that far) after telling ``dying``; once some worker is dying, waits at ``gate`` until the test
+    has restarted it."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    state = {"trials": 0}
+
+    def evaluate(schedule, pair):
+        if dying is not None and dying.is_set() and gate is not None:
+            gate.wait(timeout=120)
+        state["trials"] += pair == 0
+        if kill_at is not None and pair == 1 and state["trials"] >= kill_at:   # (a pruned trial has no pair 1)
+            dying.set()
+            os.kill(os.getpid(), signal.SIGKILL)   # pair 0 of this trial is reported, pair 1 never runs
+        os.write(fd, f"{os.getpid()} {' '.join(map(str, schedule.compute_steps))} {pair}\n".encode())
+        model_call()
+        return score(schedule.compute_steps, pair)
+
+    search_anchor(evaluate, config(n_trials, seed=seed), url, model_key="toy")
+    os.close(fd)
+
+
+def open_together(url: str, barrier, queue) -> None:
+    """Open ``url`` and its study right after every other process of the barrier, as workers started together
+    do: the schema-creation race (#1092)."""
+    import optuna
+    from otcache_engine.anchor_search import open_storage
+    barrier.wait(timeout=120)
+    try:
+        optuna.create_study(study_name="race", storage=open_storage(url), load_if_exists=True)
+        queue.put("ok")
+    except Exception as e:  # noqa: BLE001 - reported to the test, which shows it
+        queue.put(f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")

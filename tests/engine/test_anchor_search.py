@@ -241,24 +241,24 @@ def test_sqlite_url_storage(tmp_path):
 
 
 def test_a_live_workers_running_trial_is_not_stale(tmp_path):
-    from otcache_engine import anchor_search as AS
+    from otcache_engine import heartbeat as AS
     journal = str(tmp_path / "s.journal")
     search_anchor(Counter(), W.config(n_trials=1), journal)
     study = load(tmp_path / "s.journal")
     mine = study.ask()                      # running in this process right now
     mine.set_user_attr("otcache_run", "r1")
-    mine.set_user_attr("otcache_owner", AS._owner())
-    AS._ACTIVE.add(("r1", mine.number))
+    mine.set_user_attr("otcache_owner", AS.owner())
+    AS.ACTIVE.add(("r1", mine.number))
     other = study.ask()                     # another live process on this host
-    other.set_user_attr("otcache_owner", {**AS._owner(), "pid": os.getppid(), "start": None, "token": "x"})
+    other.set_user_attr("otcache_owner", {**AS.owner(), "pid": os.getppid(), "start": None, "token": "x"})
     try:
         assert recover_stale_trials(study) == []
     finally:
-        AS._ACTIVE.discard(("r1", mine.number))
+        AS.ACTIVE.discard(("r1", mine.number))
     assert recover_stale_trials(study) == [mine.number]   # left over by an earlier call of this process
     gone = study.ask()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    gone.set_user_attr("otcache_owner", {**AS._owner(), "pid": int(dead.stdout), "token": "y"})
+    gone.set_user_attr("otcache_owner", {**AS.owner(), "pid": int(dead.stdout), "token": "y"})
     assert recover_stale_trials(study) == [gone.number]
     assert study.trials[other.number].state == TrialState.RUNNING
 

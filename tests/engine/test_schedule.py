@@ -133,7 +133,7 @@ def test_missing_file(tmp_path):
     (json.dumps(good_dict(coord="time")), "'coord' must be one of"),
     (json.dumps(good_dict(force_last="yes")), "'force_last' must be true or false"),
     (json.dumps(good_dict(num_steps="10")), "num_steps must be an integer"),
-    (json.dumps(good_dict(max_gap=0)), "max_gap must be a positive integer"),
+    (json.dumps(good_dict(max_gap=0)), "max_gap must be an integer from 1"),
     (json.dumps(good_dict(sigmas=[1, 0.5])), "sigmas must have"),
     (json.dumps(good_dict(provenance=[1])), "'provenance' must be a JSON object"),
     (json.dumps(good_dict(surprise=1)), "unknown field"),
@@ -199,3 +199,71 @@ def test_round_trip_property(s):
 def test_deeply_nested_json_is_a_clear_error(tmp_path, depth):
     text = '{"num_steps": 2, "compute_steps": [0, 1], "provenance": {"a": %s}}' % ("[" * depth + "]" * depth)
     assert "nested too deeply" in load_error(tmp_path, text)
+
+
+# --- hostile files (issue #12, items 2 and 4) ------------------------------------------------------------
+
+@pytest.mark.parametrize("text, fragment", [
+    ('{"num_steps": %s, "compute_steps": [0]}' % ("9" * 5000), "5000 digits"),
+    ('{"num_steps": %d, "compute_steps": [0]}' % 10 ** 19, "from 1 to 10000"),
+    ('{"num_steps":100000000,"compute_steps":[0,99999999]}', "ComfyUI's step limit"),
+    ('{"num_steps": 1e300, "compute_steps": [0]}', "must be an integer"),
+    ('{"num_steps": 10, "compute_steps": [0, 9], "sigmas": [1e400]}', "out of range"),
+    ('{"num_steps": 10, "compute_steps": [0, 9], "max_gap": 99999999}', "max_gap must be"),
+    ('{"num_steps": 10, "compute_steps": [0, 9], "provenance": {"lambda": %s}}' % ("7" * 4000), "4000 digits"),
+    ('{"num_steps": 10, "compute_steps": [0, 9], "provenance": {"lambda": 1e999}}', "out of range"),
+    ('{"num_steps": 10, "compute_steps": %s}' % list(range(20)), "more than num_steps"),
+])
+def test_huge_numbers_are_one_clear_line(tmp_path, text, fragment):
+    assert fragment in load_error(tmp_path, text)
+
+
+def test_huge_numbers_from_python_are_refused_too():
+    for bad in (good_dict(num_steps=10 ** 4000), good_dict(sigmas=[10 ** 400] * 11),
+                good_dict(provenance={"lambda": 10 ** 4000}), good_dict(provenance={"a": [[[[{"b": math.inf}]]]]})):
+        with pytest.raises(ScheduleError) as e:
+            schedule_io.from_dict(bad)
+        assert len(str(e.value)) < 200
+    with pytest.raises(ScheduleError, match="from 1 to 10000"):
+        Schedule(10 ** 9, (0, 10 ** 9 - 1))
+
+
+def test_a_fifo_or_a_symlink_is_not_read(tmp_path):
+    import os
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    with pytest.raises(ScheduleError, match="not a regular file"):
+        schedule_io.load(fifo)   # would block forever if opened for a plain read
+    (tmp_path / "real.json").write_text(json.dumps(good_dict()))
+    (tmp_path / "link.json").symlink_to(tmp_path / "real.json")
+    with pytest.raises(ScheduleError, match="symbolic link"):
+        schedule_io.load(tmp_path / "link.json")
+
+
+def test_saving_never_writes_through_a_planted_tmp_link(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    folder = tmp_path / "otcache"
+    folder.mkdir()
+    (folder / "mine.json.tmp").symlink_to(outside / "stolen.json")
+    path = schedule_io.save(Schedule(10, (0, 3, 6, 9)), folder / "mine.json")
+    assert not (outside / "stolen.json").exists()
+    assert path.is_file() and not path.is_symlink() and schedule_io.load(path).budget == 4
+    assert (folder / "mine.json.tmp").is_symlink()        # left alone, not renamed into place
+    assert sorted(p.name for p in folder.iterdir()) == ["mine.json", "mine.json.tmp"]   # no temp file left
+
+
+def test_calibration_files_never_write_through_planted_links(tmp_path):
+    """A guard: safetensors writes its own temporary file and renames it, so links at <name>.tmp and at the
+    target are replaced, never followed."""
+    import torch
+    from otcache_engine.calibration import CalibrationRun, load_runs, save_runs
+    folder = tmp_path / "otcache"
+    folder.mkdir()
+    (folder / "c.calib.safetensors.tmp").symlink_to(tmp_path / "stolen")
+    (folder / "c.calib.safetensors").symlink_to(tmp_path / "stolen2")
+    run = CalibrationRun(sigmas=torch.linspace(1, 0, 4), latents=torch.zeros(4, 1, 2, 2),
+                         outputs=torch.zeros(3, 1, 2, 2), meta={"seed": 0})
+    path = save_runs(run, folder / "c.calib.safetensors")
+    assert not (tmp_path / "stolen").exists() and not (tmp_path / "stolen2").exists()
+    assert not path.is_symlink() and len(load_runs(path)) == 1

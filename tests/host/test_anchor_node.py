@@ -165,3 +165,64 @@ def test_my_nodes_are_registered_with_valid_schemas():
         assert [i.id for i in ids[node].inputs][:10] == ksampler
     required = C.Calibrate.INPUT_TYPES()["required"]
     assert "N=28" in required["error_mode"][1]["tooltip"]
+
+
+# --- storage checked before any model call, and kept inside user/otcache (issue #12 items 3, 9, 12) -------
+
+def _model_calls(b):
+    calls = []
+    return calls, b.last_block().register_forward_hook(lambda *_: calls.append(1))
+
+
+@pytest.mark.parametrize("storage, fragment", [
+    ("x://y", "'x' is not a database SQLAlchemy knows"),
+    ("file:///tmp/anchor.journal", "'file' is not a database"),
+    ("sqlite:////nonexistent/folder/a.db", "folder '/nonexistent/folder' of the SQLite file does not exist"),
+    ("postgresql://user:pw@127.0.0.1:1/otcache", "storage 'postgresql://user:***@127.0.0.1:1/otcache'"),
+    ("sqlite:///../outside.db", "no folders"),
+])
+def test_a_bad_storage_is_one_sentence_before_any_model_call(flux, user_dir, storage, fragment):
+    b, s, reference, _ = flux
+    calls, handle = _model_calls(b)
+    try:
+        with pytest.raises(ValueError, match="^OTCache Anchor Search: ") as e:
+            A.AnchorSearch.execute(b.patcher, b.positive, b.negative, s.latent, 0, N, 1.0, "euler", "simple", 1.0,
+                                   reference, anchor_budget=3, trials=2, storage=storage)
+    finally:
+        handle.remove()
+    assert fragment in str(e.value) and "\n" not in str(e.value) and "pw@" not in str(e.value)
+    assert calls == []                       # not even the uncached reference run
+
+
+def test_a_damaged_journal_is_refused_before_any_model_call(flux, user_dir):
+    b, s, reference, _ = flux
+    (user_dir / "otcache").mkdir(parents=True)
+    (user_dir / "otcache" / "broken.journal").write_bytes(b"garbage\n")
+    calls, handle = _model_calls(b)
+    try:
+        with pytest.raises(ValueError, match="broken.journal is damaged at line 1.*move it away"):
+            A.anchor_search(b.patcher, s, reference, seeds=[0], budget=3, trials=2, storage="broken")
+    finally:
+        handle.remove()
+    assert calls == []
+
+
+def test_a_storage_name_linked_out_of_user_otcache_is_refused(flux, user_dir, tmp_path):
+    b, s, reference, _ = flux
+    folder = user_dir / "otcache"
+    folder.mkdir(parents=True)
+    outside = tmp_path / "outside.journal"
+    (folder / "evil.journal").symlink_to(outside)
+    with pytest.raises(ValueError, match="'evil.journal' in user/otcache is a symbolic link; refused"):
+        A.AnchorSearch.execute(b.patcher, b.positive, b.negative, s.latent, 0, N, 1.0, "euler", "simple", 1.0,
+                               reference, anchor_budget=3, trials=2, storage="evil")
+    assert not outside.exists()
+
+
+def test_a_relative_sqlite_file_goes_into_user_otcache(flux, user_dir, tmp_path, monkeypatch):
+    b, s, reference, _ = flux
+    monkeypatch.chdir(tmp_path)              # ComfyUI's working directory: nothing may land here
+    anchor, summary = A.anchor_search(b.patcher, s, reference, seeds=[0], budget=2, trials=2,
+                                      storage="sqlite:///relative.db")
+    assert (user_dir / "otcache" / "relative.db").is_file() and not (tmp_path / "relative.db").exists()
+    assert summary["storage"] == f"sqlite:///{user_dir / 'otcache' / 'relative.db'}" and summary["trials"] == 2

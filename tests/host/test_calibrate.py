@@ -1,6 +1,8 @@
 """OTCache Calibrate on tiny real-architecture models: reference quality, costs, progress, interruption."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -169,3 +171,22 @@ def test_a_model_that_already_carries_otcache_is_calibrated_uncached(bundles):
     assert ref.compute_steps == plain_ref.compute_steps
     assert torch.equal(data.runs[0].latents, plain.runs[0].latents)   # no step was skipped while recording
     assert "otcache" in cached.model_options["transformer_options"]     # and the input keeps its OTCache
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("x²", "integers separated by commas"),           # a superscript two passes str.isdigit()
+    ("1, ٣", "integers separated by commas"),
+    ("18446744073709551616", "2^64-1"),               # torch.manual_seed overflows from here
+    ("9" * 5000, "5000-digit"),                       # int() of it raises its own ValueError
+    ("x99999", "between 1 and 64"),
+])
+def test_hostile_calibration_seeds_are_one_sentence(bundles, text, fragment):
+    """Issue #12 item 7: refused before any model call, as one sentence."""
+    b = bundles["flux"]
+    with pytest.raises(ValueError, match=f"^OTCache Calibrate: .*{re.escape(fragment)}") as e:
+        C.Calibrate.execute(b.patcher, b.positive, b.negative, {"samples": b.empty_latent()}, 0, 8, 1.0, "euler",
+                            "simple", 1.0, calibration_seeds=text)
+    assert type(e.value) is ValueError and len(str(e.value)) < 200
+    assert C.parse_seeds("x2", 2 ** 64 - 2) == [2 ** 64 - 2, 2 ** 64 - 1]
+    with pytest.raises(CalibrationError, match="2\\^64-1"):
+        C.parse_seeds("x3", 2 ** 64 - 2)

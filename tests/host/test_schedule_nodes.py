@@ -147,3 +147,45 @@ def test_clean_name_rules():
     assert SN.clean_name("a.json") == "a.json"
     with pytest.raises(ScheduleError, match="no folders"):
         SN.clean_name("a/b")
+
+
+# --- the preview route resolves names as Load Schedule does (issue #12, items 1 and 2) ---------------------
+
+def _preview(reference) -> tuple[int, dict]:
+    """What POST /otcache/preview answers (its resolver and its error sentence)."""
+    from otcache_pack.nodes import routes
+    from otcache_pack.nodes.preview import PreviewError, preview
+    try:
+        return 200, preview({"reference": reference}, resolve_name=routes.resolve_schedule_name)
+    except PreviewError as e:
+        return 400, {"error": str(e)}
+
+
+def test_preview_names_go_through_load_schedules_checks(otcache_dir, tmp_path):
+    otcache_dir.mkdir(parents=True, exist_ok=True)
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "x.json").write_text(SN.schedule_io.dumps(schedule().with_provenance(note="SECRET-CONTENT")))
+    os.symlink(secret / "x.json", otcache_dir / "link.json")          # a file link out of the folder
+    os.symlink(secret, otcache_dir / "sub")                            # a folder link out of it
+    (otcache_dir / ".hidden.json").write_text(SN.schedule_io.dumps(schedule()))
+    SN.save_schedule(schedule(), "withcal", calibration=calibration())
+    (otcache_dir / "broken.json").write_text("{\"num_steps\": 5,")
+    cases = {"link.json": "outside", "sub/x.json": "outside", ".hidden.json": "hidden",
+             "withcal.calib.safetensors": "only .json", "broken.json": "not valid JSON",
+             "missing.json": "no schedule named"}
+    for name, fragment in cases.items():
+        status, body = _preview(name)
+        assert status == 400 and fragment in body["error"], (name, body)
+        assert "SECRET" not in body["error"] and str(tmp_path) not in body["error"], body   # no server path
+    status, body = _preview("withcal.json")
+    assert status == 200 and body["rows"][0]["compute_steps"] == list(schedule().compute_steps)
+
+
+def test_saving_through_a_planted_tmp_link_writes_nothing_outside(otcache_dir, tmp_path):
+    otcache_dir.mkdir(parents=True, exist_ok=True)
+    outside = tmp_path / "outside.json"
+    os.symlink(outside, otcache_dir / "mine.json.tmp")
+    path = SN.save_schedule(schedule(), "mine")
+    assert not outside.exists() and not path.is_symlink()
+    assert SN.load_schedule("mine.json")[0] == schedule()

@@ -86,6 +86,28 @@ def test_preview_route_answers_on_both_paths(server):
     assert status == 400 and "secrets.json" in err["error"]
 
 
+def test_preview_refuses_hostile_names_and_bodies_without_showing_server_paths(server, tmp_path):
+    """Issue #12 items 1, 4, 5 against the real server: links out of models/otcache, huge numbers, deep nesting."""
+    from otcache_pack.otcache_engine import Schedule, schedule_io
+    folder = server.base_dir / "models" / "otcache"
+    folder.mkdir(parents=True, exist_ok=True)
+    secret = tmp_path / "secret.json"
+    secret.write_text(schedule_io.dumps(Schedule(4, (0, 3), provenance={"note": "SECRET"})))
+    (folder / "evil.json").symlink_to(secret)
+    (folder / "broken.json").write_text("{")
+    hostile = [{"reference": "evil.json"}, {"reference": "broken.json"}, {"reference": ".evil.json"},
+               {"reference": REF, "speedup": 10 ** 400},
+               {"reference": {"num_steps": 10 ** 8, "compute_steps": [0, 10 ** 8 - 1]}}]
+    answers = [server.post("/api/otcache/preview", body) for body in hostile]
+    answers.append(server.request("POST", "/api/otcache/preview", raw=b"[" * 100_000 + b"]" * 100_000))
+    for status, err in answers:
+        assert status == 400 and isinstance(err, dict) and set(err) == {"error"}, (status, err)
+        assert str(server.base_dir) not in err["error"] and "SECRET" not in err["error"], err
+    status, _ = server.post("/api/otcache/preview", {"reference": REF, "anchor": ANC, "num_steps": 10000})
+    assert status == 200
+    assert server.get("/system_stats")["system"]   # the server is still well
+
+
 def _api_prompt(info: dict, speedup: float, steps: int) -> dict:
     def node(class_type, **inputs):
         return {"class_type": class_type, "inputs": {**defaults_for(info, class_type), **inputs}}

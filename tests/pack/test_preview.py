@@ -127,3 +127,19 @@ def test_payload_for_a_single_schedule_and_ui_wrapping():
     assert p["sigmas"][0] == 1.0 and p["schedule"]["num_steps"] == 10
     ui = ui_output(p)
     assert list(ui) == [UI_KEY] and ui[UI_KEY][0]["budget"] == 4
+
+
+@pytest.mark.parametrize("bad, message", [
+    (body(speedup=10 ** 400), "'speedup'"),
+    (body(budget=10 ** 4000), "'budget'"),
+    (body(num_steps=10 ** 4000), "'num_steps'"),
+    (body(sigmas=[10 ** 400, 0]), "'sigmas'"),
+    ({"reference": {"num_steps": 10 ** 4000, "compute_steps": [0]}}, "step limit"),
+    ({"reference": {"num_steps": 10 ** 8, "compute_steps": [0, 10 ** 8 - 1]}}, "step limit"),
+    ({"reference": {**REF.to_dict(), "provenance": {"lambda": 10 ** 4000}}}, "out of range"),
+])
+def test_huge_numbers_are_one_short_message(bad, message):
+    """Issue #12 item 4: no OverflowError, no 4000-digit echo, no 10^8-step allocation."""
+    with pytest.raises(PreviewError, match=message) as e:
+        preview(bad)
+    assert len(str(e.value)) < 300

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 
 import pytest
 
@@ -60,3 +61,98 @@ def test_preview_answers_and_rejects_clearly():
 
 def test_without_a_server_nothing_is_registered():
     assert routes.register_routes(object()) is False
+
+
+# --- hostile bodies and the event loop (issue #12, items 5 and 6) -----------------------------------------
+
+def _app():
+    server = FakePromptServer()
+    routes.register_routes(server)
+    app = web.Application()
+    app.add_routes(server.routes)
+    return app
+
+
+def test_hostile_bodies_get_one_sentence_and_a_400():
+    ref = presets.preset_pair("wan2.1-t2v-1.3b")[0].to_dict()
+    bodies = [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"reference": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b'{"reference": {"num_steps": ' + b"9" * 5000 + b', "compute_steps": [0]}}',
+        json.dumps({"reference": ref, "speedup": 10 ** 400}).encode(),
+        json.dumps({"reference": ref, "budget": 10 ** 19}).encode(),
+        b'{"reference": {"num_steps": 100000000, "compute_steps": [0, 99999999]}}',
+        json.dumps({"reference": ref, "sigmas": [10 ** 300] * 51}).encode(),
+        b'{"reference": "preset:' + b"x" * 100_000 + b'"}',
+    ]
+    for (status, err), raw in zip(_call(bodies), bodies):
+        assert status == 400, (raw[:80], err)
+        assert set(err) == {"error"} and "\n" not in err["error"] and len(err["error"]) < 300, err
+
+
+def test_an_internal_error_is_a_500_without_the_exception_text(monkeypatch):
+    def broken(body, resolve_name=None):
+        raise RuntimeError("/srv/secret/path/model.json exploded")
+
+    monkeypatch.setattr(routes, "preview", broken)
+    ((status, err),) = _call([json.dumps({"reference": None})])
+    assert status == 500 and "secret" not in err["error"] and "internal error" in err["error"]
+
+
+class Blocked:
+    """Stands in for a heavy preview: runs until the test releases it, and says when it started."""
+
+    def __init__(self, order):
+        self.started, self.release, self.order = threading.Event(), threading.Event(), order
+
+    def __call__(self, body, resolve_name=None):
+        self.started.set()
+        self.release.wait(timeout=5)
+        self.order.append("preview done")
+        return {"ok": True}
+
+
+def test_other_routes_answer_while_a_heavy_preview_runs(monkeypatch):
+    order = []
+    heavy = Blocked(order)
+    monkeypatch.setattr(routes, "preview", heavy)
+    app = _app()
+
+    async def system_stats(request):
+        order.append("system_stats answered")
+        return web.json_response({"system": {}})
+
+    app.router.add_get("/system_stats", system_stats)
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        async with TestClient(TestServer(app)) as client:
+            pending = asyncio.ensure_future(client.post(routes.PREVIEW_PATH, data=b'{"reference": null}'))
+            assert await loop.run_in_executor(None, heavy.started.wait, 5)   # the preview is running now
+            stats = await client.get("/system_stats")
+            assert stats.status == 200
+            heavy.release.set()
+            response = await pending
+            return response.status, await response.json()
+
+    status, body = asyncio.run(run())
+    assert order == ["system_stats answered", "preview done"]   # the loop was free while the preview ran
+    assert status == 200 and body == {"ok": True}
+
+
+def test_a_preview_that_takes_too_long_or_too_many_at_once_get_a_503(monkeypatch):
+    heavy = Blocked([])
+    monkeypatch.setattr(routes, "preview", heavy)
+    monkeypatch.setattr(routes, "MAX_PENDING", 1)
+    monkeypatch.setattr(routes, "PREVIEW_TIMEOUT", 0.05)
+
+    async def run():
+        async with TestClient(TestServer(_app())) as client:
+            first = await client.post(routes.PREVIEW_PATH, data=b"{}")     # still running when answered
+            second = await client.post(routes.PREVIEW_PATH, data=b"{}")    # the first still holds the worker
+            heavy.release.set()
+            return [(r.status, (await r.json())["error"]) for r in (first, second)]
+
+    (s1, e1), (s2, e2) = asyncio.run(run())
+    assert s1 == 503 and "took longer than" in e1
+    assert s2 == 503 and "busy" in e2
