@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import torch
 
-from .calibration import FORMAT, VERSION, CalibrationRun, check_json, check_name, as_runs
+from .calibration import FORMAT, VERSION, CalibrationRun, check_json, check_name
 from .errors import CalibrationError
 
 

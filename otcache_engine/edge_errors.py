@@ -26,7 +26,7 @@ import torch
 
 from .calibration import CalibrationRun, as_runs
 from .errors import CalibrationError, ScheduleError
-from .replay import EPS, REUSE_RULES, final_error, landing_latent, segment_mask
+from .replay import EPS, final_error, landing_latent, segment_mask
 
 _CHUNK_BYTES = 1 << 26                   # per-chunk working set of the tensor sweeps (64 MiB)
 

@@ -257,7 +257,8 @@ def test_calibration_files_never_write_through_planted_links(tmp_path):
     """A guard: safetensors writes its own temporary file and renames it, so links at <name>.tmp and at the
     target are replaced, never followed."""
     import torch
-    from otcache_engine.calibration import CalibrationRun, load_runs, save_runs
+    from otcache_engine.calibration import CalibrationRun
+    from otcache_engine.calibration_io import load_runs, save_runs
     folder = tmp_path / "otcache"
     folder.mkdir()
     (folder / "c.calib.safetensors.tmp").symlink_to(tmp_path / "stolen")
