@@ -31,7 +31,8 @@ from ..otcache_engine.metrics import Perceptual, perceptual_metric
 from ..otcache_engine.study_storage import connect
 from ..otcache_engine.warp import retarget
 from . import ladder
-from .calibrate_node import CalibrationPair, calibration_pairs, default_anchor_budget, parse_seeds, sampler_inputs
+from .calibrate_node import default_anchor_budget, parse_seeds, sampler_inputs
+from .calibration_record import CalibrationPair, calibration_pairs
 from .calibration_data import CalibrationData
 from .judge import Judge
 from .preview import plot_payload, ui_output

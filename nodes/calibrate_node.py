@@ -1,15 +1,10 @@
-"""OTCache Calibrate: stage 1 of OTCache inside ComfyUI (algorithms §2-3).
+"""OTCache Calibrate: stage 1 of OTCache inside ComfyUI (method.md §2-3, §10).
 
-It takes a KSampler's inputs (so converting a workflow is one move), samples the
-model uncached with ComfyUI's own sampling on a clone, once per calibration
-seed, and records what later stages need: the sigma grid, the sampler's latent
-x_n and velocity v_n = (x_n - denoised_n) / sigma_n at every step, the per-step
-signals of the baselines (output change, EasyCache's k, curvature, MagCache's
-residual norms and FBCache's first-block change when the family has block
-hooks) and the step times. From these it builds the edge weights of the step
-graph -- local (free), hybrid or global (LeMiCa's tail re-runs, sampled with
-ComfyUI from stored latents) -- and solves the reference schedule at the
-conservative budget.
+It takes a KSampler's inputs (so converting a workflow is one move), samples the model uncached on a
+clone for every (prompt, seed) pair and records every step (``calibration_record``), builds the edge
+weights of the step graph -- local (free), hybrid or global (LeMiCa's tail re-runs) -- solves the
+reference schedule at the conservative budget, and with ``measure`` chooses the reuse operator and checks
+the reference against a uniform schedule end to end (``reuse_choice``).
 
 The user's model is never patched: every hook lives on a clone, and an
 interrupt stops the job within one model call.
@@ -20,28 +15,25 @@ import dataclasses
 import logging
 import math
 import re
-import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-import torch
 from comfy_api.latest import io
 
 from ..otcache_engine import Schedule
 from ..otcache_engine.calibration import CalibrationRun, calibration_id
-from ..otcache_engine.edge_errors import combine_weights, e1_weights, global_jobs, global_weights, total_model_calls
-from ..otcache_engine.hybrid import HYBRID_PROBES, hybrid_jobs, hybrid_weights
-from ..otcache_engine.replay import final_error
+from ..otcache_engine.edge_errors import global_jobs, total_model_calls
 from ..otcache_engine.errors import CalibrationError, OTCacheError
 from ..otcache_engine.graph_search import OBJECTIVES, reference_schedule, smallest_feasible_budget
-from .calibration_data import CalibrationData
+from ..otcache_engine.hybrid import HYBRID_PROBES, hybrid_jobs
+from ..otcache_engine.replay import final_error
 from . import reuse_choice
+from .calibration_data import CalibrationData
+from .calibration_record import calibration_pairs, edge_weights, record_run, split_prompts
 from .preview import plot_payload, ui_output
 from .provenance import run_provenance
-from .run_sampling import Progress, SamplerSettings, interruptible, run_sigmas, sample, tail_sample, to_internal
-from .run_sampling import uncached
+from .run_sampling import Progress, SamplerSettings, run_sigmas
 from .schedule_nodes import CalibrationType, ScheduleType
 
 log = logging.getLogger("otcache")
@@ -137,186 +129,7 @@ MEASURE_TOOLTIP = (
     "at most 7 x (reference budget) + 5 x (anchor budget) model calls per calibration run.")
 
 
-# --- recording one run --------------------------------------------------------------------
-
-class StackRecorder:
-    """Block-stack residual norms (MagCache) and first-block change (FBCache), first call of each step.
-
-    Installed as ``patches_replace["dit"]`` on the first and last block of the family's stack of a
-    recording clone, wrapping any replacement already there. Families without block hooks record nothing.
-    """
-
-    def __init__(self, joint_order: str, last_is_single: bool):
-        self.joint_order, self.last_is_single = joint_order, last_is_single
-        self.step = 0
-        self.h_in: torch.Tensor | None = None
-        self.first_res: torch.Tensor | None = None
-        self.norms: dict[int, torch.Tensor] = {}
-        self.fb: dict[int, float] = {}
-        self._prev_first: torch.Tensor | None = None
-        self._taken: set[int] = set()
-
-    def first(self, inner: Callable | None) -> Callable:
-        def block(args: dict, extra: dict) -> dict:
-            out = inner(args, extra) if inner is not None else extra["original_block"](args)
-            if self.step not in self._taken:
-                img = args["img"]
-                self.h_in = img[:1].detach().float()
-                res = out["img"][:1].detach().float() - self.h_in if out["img"].shape == img.shape else None
-                if res is not None:
-                    if self._prev_first is not None and self._prev_first.shape == res.shape:
-                        prev = self._prev_first
-                        self.fb[self.step] = float((res - prev).abs().mean() / prev.abs().mean().clamp_min(1e-12))
-                    self._prev_first = res
-            return out
-        return block
-
-    def last(self, inner: Callable | None) -> Callable:
-        def block(args: dict, extra: dict) -> dict:
-            out = inner(args, extra) if inner is not None else extra["original_block"](args)
-            if self.step not in self._taken and self.h_in is not None:
-                img = out["img"][:1].detach().float()
-                n = self.h_in.shape[1]
-                if self.last_is_single and img.shape[1] > n:
-                    img = img[:, -n:] if self.joint_order == "txt_first" else img[:, :n]
-                if img.shape == self.h_in.shape:
-                    self.norms[self.step] = (img - self.h_in).norm(dim=-1).reshape(-1).cpu()
-                self._taken.add(self.step)
-            return out
-        return block
-
-    def residual_norms(self, num_steps: int) -> dict[str, torch.Tensor]:
-        if sorted(self.norms) != list(range(num_steps)):
-            return {}
-        return {"img": torch.stack([self.norms[k] for k in range(num_steps)])}
-
-    def signals(self, num_steps: int) -> dict[str, np.ndarray]:
-        if sorted(self.fb) != list(range(1, num_steps)):
-            return {}
-        return {"fbcache_rel_l1": np.array([0.0] + [self.fb[k] for k in range(1, num_steps)])}
-
-
-def recording_clone(model: Any) -> tuple[Any, StackRecorder | None]:
-    """An interruptible, uncached clone with the stack recorder on the first and last block (if any)."""
-    from .families import detect_family
-
-    m = interruptible(uncached(model))
-    spec = detect_family(m.get_model_object("diffusion_model"))
-    if not spec.block_caching:
-        return m, None
-    rec = StackRecorder(spec.joint_order, spec.last_is_single)
-    existing = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
-    (k0, i0), (k1, i1) = spec.blocks[0], spec.blocks[-1]
-    m.set_model_patch_replace(rec.first(existing.get((k0, i0))), "dit", k0, i0)
-    m.set_model_patch_replace(rec.last(existing.get((k1, i1))), "dit", k1, i1)
-    return m, rec
-
-
-def record_run(model: Any, s: SamplerSettings, seed: int, sigmas: torch.Tensor, meta: dict,
-               progress: Progress) -> CalibrationRun:
-    """One uncached KSampler run with every step recorded (N model calls)."""
-    m, rec = recording_clone(model)
-    n = sigmas.numel() - 1
-    xs: list[torch.Tensor] = []
-    outs: list[torch.Tensor] = []
-    times: list[float] = []
-    start = [time.perf_counter()]
-
-    def on_step(i: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
-        sigma = float(sigmas[len(xs)]) if len(xs) < n else float("nan")
-        xs.append(x.detach().float().cpu())
-        outs.append(((x.detach().float() - denoised.detach().float()) / sigma).cpu())
-        now = time.perf_counter()
-        times.append(now - start[0])
-        start[0] = now
-        if rec is not None:
-            rec.step = len(xs)
-        progress.step()
-
-    final = sample(m, s, seed, on_step)
-    if len(xs) != n:
-        raise CalibrationError(f"sampler {s.sampler_name!r} reported {len(xs)} steps for {n} sigmas; calibrate "
-                               f"with a sampler that takes one step per sigma (euler, dpmpp_2m, ...)")
-    latents = torch.stack(xs + [to_internal(m, final)])
-    signals = {"step_time": np.array(times)}
-    norms = {}
-    if rec is not None:
-        norms = rec.residual_norms(n)
-        signals.update(rec.signals(n))
-    run = CalibrationRun(sigmas=sigmas, latents=latents, outputs=torch.stack(outs), residual_norms=norms,
-                         signals=signals, meta={**meta, "seed": int(seed)})
-    return run.with_derived_signals()
-
-
-# --- edge weights --------------------------------------------------------------------------
-
-def tail_results(model: Any, pair: "CalibrationPair", run: CalibrationRun, jobs: list, progress: Progress) -> dict:
-    """Final latents of the runs that cache only edge (i -> j): restart at x_hat_j, sample j..N-1."""
-    m = interruptible(uncached(model))
-    out = {}
-    for job in jobs:
-        j, x_hat = job.start_state(run)
-        out[job.edge] = tail_sample(m, pair.settings, x_hat, run.sigmas[j:], pair.seed, progress.step)
-    return out
-
-
-def edge_weights(model: Any, pairs: list["CalibrationPair"], runs: list[CalibrationRun], mode: str, max_gap: int,
-                 progress: Progress) -> np.ndarray:
-    mats = []
-    for pair, run in zip(pairs, runs):
-        local = e1_weights(run, max_gap, relative=True)
-        if mode == "local":
-            mats.append(local)
-        elif mode == "hybrid":
-            res = tail_results(model, pair, run, hybrid_jobs(run.num_steps), progress)
-            xn = run.latents[-1].double()
-            scale = max(float(xn.abs().mean()), 1e-12)
-            glob = {j: float((v.double() - xn).abs().mean()) / scale for (i, j), v in res.items()}
-            mats.append(hybrid_weights(local, glob))
-        else:
-            res = tail_results(model, pair, run, global_jobs(run.num_steps, max_gap), progress)
-            mats.append(global_weights(run, res, max_gap, relative=True))
-    return combine_weights(mats, normalize="median" if len(mats) > 1 else None)
-
-
 # --- the whole calibration ----------------------------------------------------------------------
-
-@dataclass(frozen=True, eq=False)
-class CalibrationPair:
-    """One calibration run's inputs: the sampler settings with this pair's prompt as ``positive``, its seed."""
-
-    settings: SamplerSettings
-    seed: int
-    prompt: int = 0
-
-
-def split_prompts(conditioning: Any) -> list[list]:
-    """Every entry of a CONDITIONING as a prompt of its own (Conditioning (Combine) gathers several)."""
-    if conditioning is None:
-        return []
-    if not isinstance(conditioning, (list, tuple)) or not all(isinstance(e, (list, tuple)) and len(e) == 2
-                                                              for e in conditioning):
-        raise CalibrationError("more_prompts must be a CONDITIONING (connect a text encoder, or several "
-                               "through Conditioning (Combine))")
-    return [[list(entry)] for entry in conditioning]
-
-
-def calibration_pairs(s: SamplerSettings, seeds: list[int], prompts: list | None = None) -> list[CalibrationPair]:
-    """The (prompt, seed) pairs of a calibration: ``s.positive`` then ``prompts``, each paired with its own seed.
-
-    Seeds matter more than prompts: in the in-host benchmark the held-out error of a schedule split by seed,
-    not by prompt. So with one seed given, prompt k gets seed + k; with several, pair k takes prompt
-    k and seed k, the shorter list repeated, as many pairs as the longer list.
-    """
-    conds = [s.positive] + list(prompts or [])
-    if len(seeds) == 1 and len(conds) > 1:
-        seeds = [seeds[0] + k for k in range(len(conds))]
-    count = max(len(conds), len(seeds))
-    if count > MAX_SEEDS:
-        raise CalibrationError(f"at most {MAX_SEEDS} calibration runs (prompts and seeds), got {count}")
-    return [CalibrationPair(dataclasses.replace(s, positive=conds[k % len(conds)]), int(seeds[k % len(seeds)]),
-                            k % len(conds)) for k in range(count)]
-
 
 def calibrate(model: Any, s: SamplerSettings, seeds: list[int], mode: str = "hybrid", max_gap: int = 0,
               budget: int = 0, objective: str = "leximax", prompts: list | None = None,
@@ -466,6 +279,3 @@ class Calibrate(io.ComfyNode):
         ui["otcache_calibration"] = [data.summary() | {"calibrated_error": p["calibrated_error"],
                                                        "uniform_error": p["uniform_error"]}]
         return io.NodeOutput(reference, data, ui=ui)
-
-
-NODES = [Calibrate]
