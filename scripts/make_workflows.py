@@ -20,11 +20,12 @@ import argparse
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from workflow_graph import (ROOT, Node, Workflow, _has_widget, _is_widget, _matching_widgets,  # noqa: E402
-                            _object_info, _schedule_output, _spec_inputs, _typed_output, dumps)
+                            _object_info, _sample_and_decode, _save_image, _save_video, _schedule_output,
+                            _spec_inputs, _typed_output, dumps)
 
 OUT_DIRS = (ROOT / "workflows", ROOT / "example_workflows")
 
@@ -129,29 +130,6 @@ def _calibration_prompts(wf: Workflow, clip: Node, x: float, y: float, guidance:
         wf.link(enc, "CONDITIONING", node, "conditioning_2")
         combined = node
     return (combined, 0)
-
-
-def _sample_and_decode(wf: Workflow, x: float, y: float, model, positive: Node, negative: Node, latent: Node,
-                       vae: Node, sampler: dict, decoder: str = "VAEDecode", **decode: Any) -> Node:
-    """KSampler on the cached model, then the VAE decode (returned, for the save node)."""
-    ks = wf.add("KSampler", (x, y), denoise=1.0, **sampler)
-    wf.wire(ks, {"model": model, "positive": (positive, 0), "negative": (negative, 0), "latent_image": (latent, 0)})
-    dec = wf.add(decoder, (x + 380, y), **decode)
-    wf.wire(dec, {"samples": (ks, 0), "vae": (vae, 0)})
-    return dec
-
-
-def _save_image(wf: Workflow, dec: Node, pos, prefix: str) -> Node:
-    save = wf.add("SaveImage", pos, filename_prefix=prefix, node_width=420)
-    wf.link(dec, "IMAGE", save, "images")
-    return save
-
-
-def _save_video(wf: Workflow, images, pos, prefix: str, fps: float) -> Node:
-    node = wf.add("SaveAnimatedWEBP", pos, filename_prefix=prefix, fps=fps, lossless=False, quality=90,
-                  method="default")
-    wf.link(images[0], images[1], node, "images")
-    return node
 
 
 # ----------------------------------------------------------------------------------------------- workflows

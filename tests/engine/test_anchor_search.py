@@ -15,9 +15,10 @@ import pytest
 from optuna.trial import FixedTrial, TrialState
 
 from otcache_engine import Schedule
-from otcache_engine.anchor_search import (
-    AnchorConfig, default_anchor_gap, describe_storage, finished_count, open_storage, params_for,
-    recover_stale_trials, resampled_shape, search_anchor, suggest_steps, uniform_steps, warm_starts)
+from otcache_engine.anchor_search import finished_count, open_storage, recover_stale_trials, search_anchor
+from otcache_engine.anchor_space import (AnchorConfig, default_anchor_gap, params_for, resampled_shape,
+                                         suggest_steps, uniform_steps, warm_starts)
+from otcache_engine.study_storage import describe_storage
 from otcache_engine.errors import InfeasibleBudgetError, OTCacheError
 from otcache_engine.projection import is_feasible
 

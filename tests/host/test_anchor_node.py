@@ -19,7 +19,8 @@ from otcache_pack.nodes import anchor_node as A  # noqa: E402
 from otcache_pack.nodes import calibrate_node as C  # noqa: E402
 from otcache_pack.nodes.run_sampling import SamplerSettings  # noqa: E402
 from otcache_pack.otcache_engine import Schedule  # noqa: E402
-from otcache_pack.otcache_engine.anchor_search import open_storage, uniform_steps  # noqa: E402
+from otcache_pack.otcache_engine.anchor_search import open_storage  # noqa: E402
+from otcache_pack.otcache_engine.anchor_space import uniform_steps  # noqa: E402
 from otcache_pack.otcache_engine.projection import is_feasible  # noqa: E402
 
 N = 10
