@@ -155,11 +155,7 @@ def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds:
     base = uncached(model)
     sigmas = run_sigmas(base, s)
     n = sigmas.numel() - 1
-    k = budget or default_anchor_budget(n)
-    ref_k = reference.budget if reference.num_steps == n else round(reference.budget * n / reference.num_steps)
-    if k >= ref_k:
-        raise OTCacheError(f"anchor budget {k} must be below the reference's {ref_k} computed steps "
-                           f"(the anchor is the extreme low end); lower it or use a richer reference")
+    k = _anchor_budget(reference, n, budget)
     key = model_hash(base)
     store = connect(resolve_storage(storage, key, n, k))   # URL, driver, server, journal: before any model call
     pairs, judged_on = judged_pairs(s, seeds, calibration, own_seeds)
@@ -168,11 +164,7 @@ def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds:
                                          device=comfy.model_management.get_torch_device())
     prov = run_provenance(base, steps=n, sampler=s.sampler_name, scheduler=s.scheduler,
                           latent_shape=s.latent_shape, sigmas=sigmas.tolist(), cfg=s.cfg, denoise=s.denoise)
-    context = {"pairs": [[conditioning_id(p.settings.positive, p.settings.negative), p.seed] for p in pairs],
-               "sampler": s.sampler_name, "scheduler": s.scheduler, "cfg": s.cfg, "denoise": s.denoise,
-               "latent": list(s.latent_shape), "reuse": op.reuse, "gamma": op.gamma,
-               "grid": prov.get("sigma_grid"), "reference": [reference.num_steps, list(reference.compute_steps)],
-               "calibration": calibration.id if calibration is not None else None}
+    context = _study_context(s, pairs, op, prov, reference, calibration)
     cfg = AnchorConfig(num_steps=n, budget=k, n_pairs=len(pairs), n_trials=int(trials), seed=int(search_seed),
                        max_gap=max_gap or None, metric=metric.name, sigmas=tuple(sigmas.tolist()),
                        provenance={**prov, "source": "anchor-search", "reuse": op.reuse, "gamma": op.gamma,
@@ -194,17 +186,45 @@ def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds:
         anchor = anchor.with_provenance(metric_warning=metric.warning)
     checked = ""
     if validate:
-        ref_n = reference if reference.num_steps == n else retarget(reference, n)
-        progress.set(0, ladder.calls(ref_n, anchor, len(pairs)))
-        steps = ladder.build(judge, ref_n, anchor, calibration, op, progress.step)
-        anchor = anchor.with_provenance(ladder=steps)
-        checked = ladder.summary(steps)
-        log.info("[OTCache] Anchor Search: %s", checked)
+        anchor, checked = _with_ladder(anchor, judge, reference, calibration, op, progress)
     summary = {"best_score": anchor.provenance["score"], "trials": anchor.provenance["trials"],
                "metric": metric.name, "warning": metric.warning, "study": anchor.provenance["study"],
                "storage": anchor.provenance["storage"], "budget": k, "steps": n, "pairs": len(pairs),
                "judged_on": judged_on, "graph_warm_start": graph is not None, "validation": checked}
     return anchor, summary
+
+
+def _anchor_budget(reference: Schedule, num_steps: int, budget: int) -> int:
+    k = budget or default_anchor_budget(num_steps)
+    ref_k = reference.budget if reference.num_steps == num_steps else \
+        round(reference.budget * num_steps / reference.num_steps)
+    if k >= ref_k:
+        raise OTCacheError(f"anchor budget {k} must be below the reference's {ref_k} computed steps "
+                           f"(the anchor is the extreme low end); lower it or use a richer reference")
+    return k
+
+
+def _study_context(s: SamplerSettings, pairs: list, op: Any, prov: dict, reference: Schedule,
+                   calibration: CalibrationData | None) -> dict[str, Any]:
+    """Everything that changes the objective, hashed into the study name: after a recalibration (another
+    reference or calibration) a new study starts instead of returning the old anchor."""
+    return {"pairs": [[conditioning_id(p.settings.positive, p.settings.negative), p.seed] for p in pairs],
+            "sampler": s.sampler_name, "scheduler": s.scheduler, "cfg": s.cfg, "denoise": s.denoise,
+            "latent": list(s.latent_shape), "reuse": op.reuse, "gamma": op.gamma,
+            "grid": prov.get("sigma_grid"), "reference": [reference.num_steps, list(reference.compute_steps)],
+            "calibration": calibration.id if calibration is not None else None}
+
+
+def _with_ladder(anchor: Schedule, judge: Judge, reference: Schedule, calibration: CalibrationData | None,
+                 op: Any, progress: Progress) -> tuple[Schedule, str]:
+    """The anchor with its validation ladder over every budget up to the reference, and a one-line summary."""
+    n = anchor.num_steps
+    ref_n = reference if reference.num_steps == n else retarget(reference, n)
+    progress.set(0, ladder.calls(ref_n, anchor, len(judge.pairs)))
+    steps = ladder.build(judge, ref_n, anchor, calibration, op, progress.step)
+    checked = ladder.summary(steps)
+    log.info("[OTCache] Anchor Search: %s", checked)
+    return anchor.with_provenance(ladder=steps), checked
 
 
 class AnchorSearch(io.ComfyNode):
@@ -287,5 +307,3 @@ class AnchorSearch(io.ComfyNode):
         ui["otcache_anchor"] = [summary]
         return io.NodeOutput(anchor, ui=ui)
 
-
-NODES = [AnchorSearch]

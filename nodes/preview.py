@@ -24,7 +24,6 @@ Nothing here imports ComfyUI or aiohttp.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Any, Mapping
 
 from ..otcache_engine import Schedule, schedule_io
@@ -150,22 +149,40 @@ def preview(body: Any, resolve_name=None) -> dict[str, Any]:
     anchor = _schedule(body.get("anchor"), "anchor", resolve_name)
     if reference is None and anchor is None:
         raise PreviewError("no schedule given: send 'reference' and/or 'anchor'")
+    num_steps, sigmas = _run_grid(body)
+    mode, speedup, budget = _budget(body)
+    try:
+        return _compute(reference, anchor, num_steps, sigmas, mode, speedup, budget)
+    except PreviewError:
+        raise
+    except OTCacheError as e:
+        raise PreviewError(str(e)) from None
 
+
+def _run_grid(body: Mapping[str, Any]) -> tuple[int | None, list[float] | None]:
+    """The run's step count and sigma grid the plot is shown on (both optional, consistent when both)."""
     num_steps = body.get("num_steps")
     if num_steps is not None and (not _is_int(num_steps) or not 1 <= num_steps <= MAX_STEPS):
         raise PreviewError(f"'num_steps' must be an integer between 1 and {MAX_STEPS}, got {brief(num_steps)}")
     sigmas = body.get("sigmas")
-    if sigmas is not None:
-        if (not isinstance(sigmas, list) or not 2 <= len(sigmas) <= MAX_STEPS + 1
-                or not all(is_number(x) for x in sigmas)):
-            raise PreviewError(f"'sigmas' must be a list of 2 to {MAX_STEPS + 1} finite numbers")
-        sigmas = [float(x) for x in sigmas]
-        if any(x < 0 for x in sigmas) or any(b > a for a, b in zip(sigmas, sigmas[1:])) or sigmas[0] <= sigmas[-1]:
-            raise PreviewError("'sigmas' must be non-negative and decrease from noise to data")
-        if num_steps is None:
-            num_steps = len(sigmas) - 1
-        elif len(sigmas) != num_steps + 1:
-            raise PreviewError(f"'sigmas' has {len(sigmas)} values; num_steps={num_steps} needs {num_steps + 1}")
+    if sigmas is None:
+        return num_steps, None
+    if (not isinstance(sigmas, list) or not 2 <= len(sigmas) <= MAX_STEPS + 1
+            or not all(is_number(x) for x in sigmas)):
+        raise PreviewError(f"'sigmas' must be a list of 2 to {MAX_STEPS + 1} finite numbers")
+    sigmas = [float(x) for x in sigmas]
+    if any(x < 0 for x in sigmas) or any(b > a for a, b in zip(sigmas, sigmas[1:])) or sigmas[0] <= sigmas[-1]:
+        raise PreviewError("'sigmas' must be non-negative and decrease from noise to data")
+    if num_steps is None:
+        return len(sigmas) - 1, sigmas
+    if len(sigmas) != num_steps + 1:
+        raise PreviewError(f"'sigmas' has {len(sigmas)} values; num_steps={num_steps} needs {num_steps + 1}")
+    return num_steps, sigmas
+
+
+def _budget(body: Mapping[str, Any]) -> tuple[str, float | None, int | None]:
+    """(mode, speedup, computed steps K) as OTCache Apply's budget inputs would give them."""
+    from .schedule_source import MODES
 
     for key in ("budget", "compute_steps"):
         if body.get(key) is not None and (not _is_int(body[key]) or body[key] < 1):
@@ -182,21 +199,9 @@ def preview(body: Any, resolve_name=None) -> dict[str, Any]:
             raise PreviewError("send either 'budget' (computed steps K) or 'speedup' (N/K), not both, "
                                "or say which one counts with 'mode'")
         mode = "compute steps" if budget is not None else "speedup"
-    from .schedule_source import MODES
     if mode not in MODES:
         raise PreviewError(f"'mode' must be one of {list(MODES)}, got {brief(mode)}")
-
-    try:
-        with warnings.catch_warnings(record=True) as w:
-            warnings.simplefilter("always")
-            payload = _compute(reference, anchor, num_steps, sigmas, mode, speedup, budget)
-        caught = [str(x.message) for x in w]
-    except PreviewError:
-        raise
-    except OTCacheError as e:
-        raise PreviewError(str(e)) from None
-    payload["warnings"] = caught + payload["warnings"]
-    return payload
+    return mode, speedup, budget
 
 
 def _compute(reference, anchor, num_steps, sigmas, mode, speedup, budget) -> dict[str, Any]:

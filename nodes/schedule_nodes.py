@@ -167,5 +167,3 @@ try:  # register at import so the server route and the dropdown see the folder f
     register_folder()
 except Exception:  # noqa: BLE001 - outside ComfyUI there is no folder_paths
     pass
-
-NODES = [SaveSchedule, LoadSchedule]

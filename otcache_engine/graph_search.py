@@ -166,18 +166,7 @@ def _dp_leximax(w: np.ndarray, L: int, kmax: int, force_last: bool, tolerance: f
     """Exact leximax DP with rank-encoded big-integer costs and (sum C, sum w, smaller i) tie-breaks."""
     n = w.shape[0]
     ranks, q = _quantised_ranks(w, tolerance)
-    M = kmax + 1                                    # > number of edges of any path with <= kmax real nodes
-    powers: dict[int, int] = {}
-    # incoming[j] = [(i, C_ij, w_ij), ...] over allowed edges, ascending i
-    incoming: list[list[tuple[int, int, float]]] = [[] for _ in range(n + 1)]
-    for j in range(1, n + 1):
-        for i in range(max(0, j - L), j):
-            r = int(ranks[i, j])
-            if r >= 0:
-                c = powers.get(r)
-                if c is None:
-                    c = powers[r] = M ** r
-                incoming[j].append((i, c, float(w[i, j])))
+    incoming = _encoded_edges(w, ranks, L, kmax + 1)   # base > edges of any path with <= kmax real nodes
     D: list[list[Any]] = [[None] * n for _ in range(kmax + 1)]
     S: list[list[float]] = [[0.0] * n for _ in range(kmax + 1)]
     P: list[list[int]] = [[-1] * n for _ in range(kmax + 1)]
@@ -185,46 +174,51 @@ def _dp_leximax(w: np.ndarray, L: int, kmax: int, force_last: bool, tolerance: f
         D[1][0] = 0
     lo_reach, hi_reach = 0, 0                       # nodes reachable in layer k-1 lie in [lo, hi]
     for k in range(2, kmax + 1):
-        prev, prevs = D[k - 1], S[k - 1]
-        cur, curs, curp = D[k], S[k], P[k]
         new_lo, new_hi = n, -1
         for j in range(lo_reach + 1, min(n - 1, hi_reach + L) + 1):
-            best = None
-            bs = 0.0
-            bi = -1
-            for i, c, wij in incoming[j]:
-                p = prev[i]
-                if p is None:
-                    continue
-                val = p + c
-                if best is None or val < best:
-                    best, bs, bi = val, prevs[i] + wij, i
-                elif val == best:
-                    s = prevs[i] + wij
-                    if s < bs:
-                        bs, bi = s, i
+            best, bs, bi = _best_incoming(incoming[j], D[k - 1], S[k - 1])
             if best is not None:
-                cur[j], curs[j], curp[j] = best, bs, bi
-                if j < new_lo:
-                    new_lo = j
-                new_hi = j
+                D[k][j], S[k][j], P[k][j] = best, bs, bi
+                new_lo, new_hi = min(new_lo, j), j
         if new_hi < 0:
             break                                   # nothing reachable any more: later layers stay empty
         lo_reach, hi_reach = new_lo, new_hi
     sink: list[tuple[Any, float, int]] = [(None, 0.0, -1)] * (kmax + 1)
     if not force_last:
         for k in range(1, kmax + 1):
-            best, bs, bi = None, 0.0, -1
-            for i, c, wij in incoming[n]:
-                p = D[k][i]
-                if p is None:
-                    continue
-                val = p + c
-                s = S[k][i] + wij
-                if best is None or val < best or (val == best and s < bs):
-                    best, bs, bi = val, s, i
-            sink[k] = (best, bs, bi)
+            sink[k] = _best_incoming(incoming[n], D[k], S[k])
     return D, P, sink, q
+
+
+def _encoded_edges(w: np.ndarray, ranks: np.ndarray, L: int, base: int) -> list[list[tuple[int, int, float]]]:
+    """incoming[j] = [(i, base ** rank(i, j), w_ij), ...] over allowed edges, ascending i."""
+    n = w.shape[0]
+    powers: dict[int, int] = {}
+    incoming: list[list[tuple[int, int, float]]] = [[] for _ in range(n + 1)]
+    for j in range(1, n + 1):
+        for i in range(max(0, j - L), j):
+            r = int(ranks[i, j])
+            if r >= 0:
+                c = powers.get(r)
+                if c is None:
+                    c = powers[r] = base ** r
+                incoming[j].append((i, c, float(w[i, j])))
+    return incoming
+
+
+def _best_incoming(edges: list[tuple[int, int, float]], prev: list[Any],
+                   prev_sums: list[float]) -> tuple[Any, float, int]:
+    """Smallest encoded cost over the edges into one node; ties by the smaller weight sum, then smaller i."""
+    best, bs, bi = None, 0.0, -1
+    for i, c, wij in edges:
+        p = prev[i]
+        if p is None:
+            continue
+        val = p + c
+        s = prev_sums[i] + wij
+        if best is None or val < best or (val == best and s < bs):
+            best, bs, bi = val, s, i
+    return best, bs, bi
 
 
 def _backtrack(P: Any, k: int, j: int) -> list[int]:
