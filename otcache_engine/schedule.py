@@ -16,6 +16,9 @@ from typing import Any, Iterable, Mapping, Sequence
 from .errors import ScheduleError
 from .strict_json import brief
 
+FORMAT = "otcache.schedule"   # the file format (schedule_io) of to_dict()
+VERSION = 1
+
 KINDS = frozenset({
     "custom", "reference", "anchor", "interpolated", "optimized", "graph", "uniform",
     "omnicache", "magcache", "teacache", "easycache", "fbcache", "preset", "full",
@@ -127,8 +130,11 @@ class Schedule:
         return "".join(on if m else off for m in self.mask)
 
     def to_dict(self) -> dict[str, Any]:
-        from .schedule_io import schedule_to_dict
-        return schedule_to_dict(self)
+        """The file format's JSON object (``schedule_io`` writes and reads it)."""
+        return {"format": FORMAT, "version": VERSION, "num_steps": self.num_steps,
+                "compute_steps": list(self.compute_steps), "kind": self.kind, "force_last": self.force_last,
+                "coord": self.coord, "sigmas": list(self.sigmas) if self.sigmas is not None else None,
+                "max_gap": self.max_gap, "provenance": _thaw(self.provenance)}
 
 
 def _validate(s: Schedule) -> None:

@@ -14,11 +14,9 @@ from typing import Any, Mapping
 from . import strict_json
 from .safe_files import UnreadableFile, read_bounded, write_atomic
 from .errors import ScheduleError
-from .schedule import COORDS, KINDS, Schedule
+from .schedule import COORDS, FORMAT, KINDS, VERSION, Schedule
 from .strict_json import brief, is_number
 
-FORMAT = "otcache.schedule"
-VERSION = 1
 MAX_FILE_BYTES = 1 << 20  # 1 MiB: a 10 000-step schedule with its sigma grid fits easily
 SCHEMA_PATH = Path(__file__).with_name("schedule.schema.json")
 
@@ -26,24 +24,8 @@ _REQUIRED = ("num_steps", "compute_steps")
 _OPTIONAL = ("format", "version", "kind", "force_last", "coord", "sigmas", "max_gap", "provenance")
 
 
-def schedule_to_dict(s: Schedule) -> dict[str, Any]:
-    from .schedule import _thaw
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "num_steps": s.num_steps,
-        "compute_steps": list(s.compute_steps),
-        "kind": s.kind,
-        "force_last": s.force_last,
-        "coord": s.coord,
-        "sigmas": list(s.sigmas) if s.sigmas is not None else None,
-        "max_gap": s.max_gap,
-        "provenance": _thaw(s.provenance),
-    }
-
-
 def dumps(s: Schedule, indent: int | None = 2) -> str:
-    return json.dumps(schedule_to_dict(s), indent=indent, allow_nan=False)
+    return json.dumps(s.to_dict(), indent=indent, allow_nan=False)
 
 
 def save(s: Schedule, path: str | os.PathLike) -> Path:
