@@ -1,4 +1,4 @@
-"""OTCache Anchor Search: stage 2 of OTCache inside ComfyUI (algorithms §4).
+"""OTCache Anchor Search: stage 2 of OTCache inside ComfyUI (method.md §4).
 
 At an extreme low budget the graph method's additive error model breaks down, so
 the anchor schedule is optimised end to end: every Optuna trial samples the

@@ -29,7 +29,7 @@ MAX_GAP_PARAMS_K = 12
 # --- configuration ---------------------------------------------------------------
 
 def default_anchor_gap(num_steps: int, budget: int) -> int:
-    """L_a = twice the uniform gap (algorithms §4.2), so the search may leave the graph's cap."""
+    """L_a = twice the uniform gap (method.md §4.1), so the search may leave the graph's cap."""
     span = num_steps - 1
     return max(1, min(span, 2 * math.ceil(span / max(budget - 1, 1))))
 
@@ -97,7 +97,7 @@ def positions_from_gaps(fractions: Sequence[float], num_steps: int, force_last: 
 
 
 def positions_from_warp(slopes: Sequence[float], num_steps: int, budget: int, force_last: bool = True) -> np.ndarray:
-    """K real positions from a piecewise-constant log-slope warp (algorithms §4.2 B)."""
+    """K real positions from a piecewise-constant log-slope warp (method.md §4.2 B)."""
     z = np.asarray(slopes, dtype=np.float64)
     knots = np.concatenate(([0.0], np.cumsum(np.exp(z))))
     knots /= knots[-1]
@@ -148,7 +148,7 @@ def uniform_steps(num_steps: int, budget: int, max_gap: int | None, force_last: 
 def resampled_shape(schedule: Schedule, num_steps: int, budget: int, max_gap: int | None,
                     force_last: bool = True) -> tuple[int, ...]:
     """The schedule's own warp (index coordinate) re-sampled at ``budget`` points and projected:
-    the reference's shape at the anchor budget (algorithms §4.4 iii, lambda = 0)."""
+    the reference's shape at the anchor budget (method.md §4.4 iii, lambda = 0)."""
     src = list(schedule.compute_steps) + ([] if schedule.force_last else [schedule.num_steps])
     t = np.asarray(src, dtype=np.float64) / _span(schedule.num_steps, schedule.force_last)
     points = budget if force_last else budget + 1

@@ -17,7 +17,7 @@ from .schedule import Schedule
 
 EPS = 1e-12
 
-#: TeaCache's FLUX rescaling polynomial, highest power first (numpy.poly1d), algorithms §7.2.
+#: TeaCache's FLUX rescaling polynomial, highest power first (numpy.poly1d), method.md §7.2.
 TEACACHE_FLUX_COEFFICIENTS = (498.651651, -283.781631, 55.8554382, -3.82021401, 0.264230861)
 
 

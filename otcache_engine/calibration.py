@@ -306,7 +306,7 @@ def derived_signals(run: CalibrationRun) -> dict[str, np.ndarray]:
 
 
 def magcache_ratios_from_norms(norms: Any) -> np.ndarray:
-    """MagCache's gamma_n = mean_tokens(||r_n||_2 / ||r_{n-1}||_2), gamma_0 = 1 (algorithms §7.3).
+    """MagCache's gamma_n = mean_tokens(||r_n||_2 / ||r_{n-1}||_2), gamma_0 = 1 (method.md §7.3).
 
     ``norms``: (N, ...) per-token residual norms of one stream (or (N,) whole-tensor norms).
     """

@@ -80,7 +80,7 @@ def _mean_abs(t: torch.Tensor) -> torch.Tensor:
 # --- local weights (zero model calls) ------------------------------------------
 
 def e1_weights(run: CalibrationRun, max_gap: int, force_last: bool = True, relative: bool = True) -> np.ndarray:
-    """E1 re-entry drift for output reuse (R0), algorithms §2.3.
+    """E1 re-entry drift for output reuse (R0), method.md §2.3.
 
     ``delta_ij = x_hat_j - x_j = sum_{n=i+1}^{j-1} (sigma_{n+1} - sigma_n)(v_i - v_n)``, computed with the
     prefix sums ``A_j = sum_{n<j} (sigma_{n+1}-sigma_n) v_n``:
@@ -118,7 +118,7 @@ def e1_weights(run: CalibrationRun, max_gap: int, force_last: bool = True, relat
 
 
 def e2_weights(run: CalibrationRun, max_gap: int, force_last: bool = True) -> np.ndarray:
-    """E2 accumulated output change (TeaCache-like, sigma-free), algorithms §2.3:
+    """E2 accumulated output change (TeaCache-like, sigma-free), method.md §2.3:
     ``w_ij = sum_{n=i+1}^{j-1} ||v_n - v_i||_1 / ||v_i||_1`` (tail edges: up to ``n = N-1``)."""
     n = run.num_steps
     ok = allowed_edges(n, max_gap, force_last)
@@ -250,7 +250,7 @@ def _caching_edges(num_steps: int, max_gap: int, force_last: bool, gaps: Iterabl
 
 def global_jobs(num_steps: int, max_gap: int, force_last: bool = True,
                 gaps: Iterable[int] | None = None) -> list[EdgeJob]:
-    """The tail re-runs of LeMiCa's global edge error (algorithms §2.5), sorted by landing step ``j``
+    """The tail re-runs of LeMiCa's global edge error (method.md §2.4), sorted by landing step ``j``
     (jobs sharing ``j`` can be batched). Edges to the sink cost no call and are not listed: their exact
     final latent comes from the replay. ``gaps`` restricts the edge lengths (hybrid: ``{2}``)."""
     return [EdgeJob(i, j, num_steps, num_steps - j)
@@ -258,7 +258,7 @@ def global_jobs(num_steps: int, max_gap: int, force_last: bool = True,
 
 
 def lookahead_jobs(num_steps: int, max_gap: int, force_last: bool = True) -> list[EdgeJob]:
-    """One model call per caching edge at its landing step (algorithms §2.4); sink edges are free."""
+    """One model call per caching edge at its landing step (method.md §2.4); sink edges are free."""
     return [EdgeJob(i, j, num_steps, 1)
             for i, j in _caching_edges(num_steps, max_gap, force_last, None, include_sink=False)]
 
@@ -308,7 +308,7 @@ def _check_results(results: Mapping[Any, Any]) -> dict[tuple[int, int], Any]:
 
 def global_weights(run: CalibrationRun, results: Mapping[Any, Any], max_gap: int, force_last: bool = True,
                    relative: bool = False, allow_missing: bool = False, reuse: str = "output") -> np.ndarray:
-    """Assemble LeMiCa's global edge errors from a host's tail re-runs (algorithms §2.5).
+    """Assemble LeMiCa's global edge errors from a host's tail re-runs (method.md §2.4).
 
     ``results[(i, j)]`` is the final latent ``x_N^{(ij)}`` of the run that caches only ``i -> j`` (any
     array with the latent's elements), or the already computed error ``mean|x_N^{(ij)} - x_N|``.
@@ -328,7 +328,7 @@ def global_weights(run: CalibrationRun, results: Mapping[Any, Any], max_gap: int
 
 def lookahead_weights(run: CalibrationRun, results: Mapping[Any, Any], max_gap: int, force_last: bool = True,
                       allow_missing: bool = False, reuse: str = "output") -> np.ndarray:
-    """Assemble look-ahead errors (algorithms §2.4): ``results[(i, j)] = f(x_hat_j, sigma_j)``, weight
+    """Assemble look-ahead errors (method.md §2.4): ``results[(i, j)] = f(x_hat_j, sigma_j)``, weight
     ``||f - v_j||_1 / ||v_j||_1``. Sink edges have no next output; they get the relative E1 (exact final
     error / ||x_N||_1) [O]."""
     xn_scale = max(float(run.latents[-1].double().abs().mean()), EPS)

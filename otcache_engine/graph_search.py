@@ -1,4 +1,4 @@
-"""Reference schedules: K-constrained paths through the step DAG (algorithms §3).
+"""Reference schedules: K-constrained paths through the step DAG (method.md §3).
 
 A schedule with budget K is a path ``0 = s_1 -> s_2 -> ... -> s_K = N-1`` with K nodes
 (``force_last``), or K real nodes followed by an edge into the virtual sink ``N``

@@ -33,7 +33,7 @@ def probe_steps(num_steps: int, count: int | None = HYBRID_PROBES) -> tuple[int,
 
 
 def hybrid_jobs(num_steps: int, force_last: bool = True, probes: int | None = HYBRID_PROBES) -> list[EdgeJob]:
-    """Global tail re-runs of the gap-2 edges ``(j-2 -> j)`` at the probe steps (algorithms §2.6); ``probes``
+    """Global tail re-runs of the gap-2 edges ``(j-2 -> j)`` at the probe steps (method.md §2.5); ``probes``
     None re-runs every one of them."""
     if num_steps < 3:
         return []
@@ -57,7 +57,7 @@ def moving_median(values: Sequence[float], width: int = 5) -> np.ndarray:
 
 
 def hybrid_alpha(local: np.ndarray, global_gap2: np.ndarray | Mapping[int, float], width: int = 5) -> np.ndarray:
-    """Per-landing-step amplification ``alpha_j = w_glob(j-2, j) / w_loc(j-2, j)`` (algorithms §2.6).
+    """Per-landing-step amplification ``alpha_j = w_glob(j-2, j) / w_loc(j-2, j)`` (method.md §2.5).
 
     ``global_gap2`` is a global weight matrix (only its gap-2 entries are read) or ``{j: w_glob(j-2, j)}``,
     measured at every ``j`` or at a few probe steps. Measured at every step, the values are smoothed by a
@@ -88,7 +88,7 @@ def hybrid_alpha(local: np.ndarray, global_gap2: np.ndarray | Mapping[int, float
 
 
 def hybrid_weights(local: np.ndarray, global_gap2: np.ndarray | Mapping[int, float], width: int = 5) -> np.ndarray:
-    """``w_hyb(i, j) = alpha_j * w_loc(i, j)`` (algorithms §2.6); forbidden edges stay +inf, gap 1 stays 0."""
+    """``w_hyb(i, j) = alpha_j * w_loc(i, j)`` (method.md §2.5); forbidden edges stay +inf, gap 1 stays 0."""
     w = check_matrix(local, "local weights")
     alpha = hybrid_alpha(w, global_gap2, width)
     out = w * alpha[None, :]

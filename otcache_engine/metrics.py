@@ -122,7 +122,7 @@ class LPIPS:
     Built without torchvision's download path: the backbone is loaded from ``weights``
     (default: the torch hub cache file) with ``torch.load(weights_only=True)``.
     ``pnet_rand=True`` keeps a random backbone -- only for testing the plumbing.
-    Frames larger than ``max_side`` are area-downsampled first (algorithms §4.3).
+    Frames larger than ``max_side`` are area-downsampled first (method.md §8.1).
     """
 
     name = "lpips-alex"

@@ -1,4 +1,4 @@
-"""OmniCache: curvature-driven reuse selection and cache-noise correction (algorithms §6).
+"""OmniCache: curvature-driven reuse selection and cache-noise correction (method.md §6).
 
 * :func:`curvature_scores` -- a per-step curvature ``kappa_n`` from recorded runs (§6.2):
   ``"cos"`` (default) ``1 - cos(v_{n-1}, v_n)``, ``"magnitude"`` ``||v_n - v_{n-1}||_2 / ||v_{n-1}||_2``,
@@ -209,7 +209,7 @@ def brute_force_reuse(kappa: Sequence[float], budget: int, r_max: int, c_min: in
 
 def fit_gammas(runs: CalibrationRun | Iterable[CalibrationRun], schedule: Schedule, coord: str = "index",
                per_step: bool = True) -> list[float]:
-    """Least-squares gamma per reused step (algorithms §6.4), over the calibration runs.
+    """Least-squares gamma per reused step (method.md §6.4), over the calibration runs.
 
     For a reused step ``n`` with last compute ``c`` and previous compute ``c'``:
     ``D_n = s_n (v_c - v_c')``, ``s_n = (n - c)/(c - c')`` (``coord="index"``) or

@@ -5,7 +5,7 @@ fractions) produces K real positions; the sampler needs K distinct integer
 steps that start at 0, end at N-1 (unless ``force_last`` is off) and never
 leave more than ``max_gap`` steps between two computations. Rounding alone can
 collide in a dense head or break the gap cap, so we solve the nearest feasible
-schedule exactly (algorithms §4.2):
+schedule exactly (method.md §4.2):
 
     F[0][n] = 0 if n == 0 else inf
     F[k][n] = |n - y_k| + min_{n-L <= m <= n-1} F[k-1][m]

@@ -1,4 +1,4 @@
-"""Budget interpolation along the 1-D Wasserstein geodesic (algorithms §5.3-5.7).
+"""Budget interpolation along the 1-D Wasserstein geodesic (method.md §5.3-5.8).
 
 The reference (conservative budget K_ref, graph search) and the anchor (extreme
 low budget K_anc, end-to-end search) are two warps phi_ref, phi_anc. A target

@@ -1,4 +1,4 @@
-"""Continuous warps of schedules, step coordinates, and retargeting (algorithms §1, §5.2, §5.6).
+"""Continuous warps of schedules, step coordinates, and retargeting (method.md §1.4, §5.2, §5.6).
 
 A schedule S = {s_1=0 < ... < s_K} becomes the piecewise-linear function
 phi_S(u) through the knots (u_k, t_k), u_k = (k-1)/(K-1), t_k = chi(s_k): the

@@ -6,7 +6,7 @@ Each operator works in the space of the cached quantity, which the host picks:
   image tokens, r_c = Blocks(h_c) - h_c; a skipped step runs the embedders and
   the output head and adds r_c to its own block input.
 - ``output`` (R0): the model output itself, v_c (the whole model is skipped).
-- ``omnicache`` (R3, algorithms §6.4): damped first-order extrapolation from the
+- ``omnicache`` (R3, method.md §6.4): damped first-order extrapolation from the
   last two computed steps c' < c, v_c + gamma_n * s_n * (v_c - v_c'),
   s_n = (n - c) / (c - c'). gamma = 0 is plain reuse, gamma = 1 linear
   extrapolation. It extrapolates residuals by default (``space="output"`` for
@@ -126,7 +126,7 @@ def _gamma(gamma: float | Sequence[float]) -> float | tuple[float, ...]:
         raise OTCacheError("gamma is empty; give one value or one per step")
     for g in values:
         if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0.0 <= float(g) <= 1.5:
-            raise OTCacheError(f"gamma must be a number in [0, 1.5] (algorithms §6.4), got {g!r}")
+            raise OTCacheError(f"gamma must be a number in [0, 1.5] (method.md §6.4), got {g!r}")
     if isinstance(gamma, (int, float)):
         return float(gamma)
     return tuple(float(g) for g in values)

@@ -1,4 +1,4 @@
-"""Baseline schedules of the benchmark, budget-matched on the toy model (algorithms §7).
+"""Baseline schedules of the benchmark, budget-matched on the toy model (method.md §7).
 
 Every rule comes from ``otcache_engine.baselines`` (static: uniform-K, MagCache replay;
 dynamic: TeaCache, FBCache, EasyCache evaluated on each pair's recorded uncached run) and
@@ -10,7 +10,7 @@ toy model and matches their budgets:
   table then compare methods at the same mean cost;
 - MagCache: its threshold is bisected on the calibration-mean ratio table (a static mask);
 - TeaCache's rescaling polynomial is refitted on the calibration runs (its FLUX
-  coefficients do not transfer to another model; algorithms §9.2).
+  coefficients do not transfer to another model; method.md §7.2).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Stage 1 (reference): recorded uncached runs give local E1 edge errors; the gap-2 edges are
 re-run to the end (LeMiCa's global error, batched over pairs) to calibrate the local
-errors' downstream amplification (hybrid weights, algorithms §2.6); the leximax graph
+errors' downstream amplification (hybrid weights, method.md §2.5); the leximax graph
 search gives the reference at the conservative budget.
 Stage 2 (anchor): Optuna searches the schedule at the extreme low budget that minimises
 the end-to-end perceptual distance of the cached output to the uncached one, on the

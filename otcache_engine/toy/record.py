@@ -1,7 +1,7 @@
 """Calibration records of the toy model: one ``CalibrationRun`` per (class, seed) pair.
 
 A ``Recorder`` watches an uncached ``sampler.sample`` call (as its probe) and keeps, per
-sample, what algorithms §2.1 asks for: x_0..x_N, v_0..v_{N-1} (after CFG), per-token
+sample, what method.md §2.1 asks for: x_0..x_N, v_0..v_{N-1} (after CFG), per-token
 block-stack residual norms of both CFG streams, and the scalar signals of the dynamic
 baselines -- TeaCache's rel-L1 change of the block-0 modulated input, FBCache's rel-L1
 change of the first-block residual, MagCache's residual-norm ratio (with its std and

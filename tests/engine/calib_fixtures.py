@@ -16,7 +16,7 @@ from otcache_engine.calibration import CalibrationRun
 
 
 def flux_sigmas(n: int, mu: float = 1.15) -> np.ndarray:
-    """FLUX-style shifted sigma grid (algorithms §1), N+1 values ending in 0."""
+    """FLUX-style shifted sigma grid (method.md §1.1), N+1 values ending in 0."""
     s = np.linspace(1.0, 1.0 / n, n)
     sig = math.exp(mu) / (math.exp(mu) + (1.0 / s - 1.0))
     return np.concatenate([sig, [0.0]])

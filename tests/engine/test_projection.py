@@ -1,4 +1,4 @@
-"""Exact L1 projection of real positions onto feasible integer schedules (algorithms §4.2, appendix A)."""
+"""Exact L1 projection of real positions onto feasible integer schedules (method.md §4.2, appendix A)."""
 from __future__ import annotations
 
 import itertools

@@ -1,4 +1,4 @@
-"""OT budget interpolation between a reference and an anchor (algorithms §5.3-5.7, appendix A)."""
+"""OT budget interpolation between a reference and an anchor (method.md §5.3-5.7, appendix A)."""
 from __future__ import annotations
 
 import math

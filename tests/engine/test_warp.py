@@ -1,4 +1,4 @@
-"""Warps, coordinates and retargeting (algorithms §1, §5.2, §5.6, appendix A)."""
+"""Warps, coordinates and retargeting (method.md §1.4, §5.2, §5.6, appendix A)."""
 from __future__ import annotations
 
 import math
@@ -125,7 +125,7 @@ def test_w2_of_shifted_lines_is_known():
 
 
 def test_pot_returns_wp_to_the_power_p():
-    # Documented check (algorithms §5.1): POT 0.9.x returns W_p^p, not W_p.
+    # Documented check (method.md §5.1): POT 0.9.x returns W_p^p, not W_p.
     assert ot.wasserstein_1d(np.array([0.0]), np.array([2.0]), p=2) == pytest.approx(4.0)
 
 

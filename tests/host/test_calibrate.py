@@ -158,7 +158,7 @@ def test_cost_helpers_match_the_design_tables():
     assert C.default_max_gap(50) == 7 and C.default_max_gap(28) == 4
     assert C.default_reference_budget(50) == 25 and C.default_reference_budget(28) == 14
     assert C.calls_per_seed(50, 7, "hybrid") == 50 + sum(50 - j for j in probe_steps(50)) < 50 + 1176 / 3
-    assert C.calls_per_seed(50, 7, "global") == 50 + 6356       # algorithms §2.5 table, L = 7
+    assert C.calls_per_seed(50, 7, "global") == 50 + 6356       # method.md §2.4 table, L = 7
     assert "N=28" in C.ERROR_MODE_TOOLTIP and "N=50" in C.ERROR_MODE_TOOLTIP
 
 
