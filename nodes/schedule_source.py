@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 
 from ..otcache_engine import Schedule
+from ..otcache_engine.schedule import budget_for_speedup
 from ..otcache_engine.errors import OTCacheError
 from ..otcache_engine import transport, warp
 from .families import FamilySpec
@@ -59,28 +60,29 @@ class ScheduleSource:
                 raise OTCacheError(f"compute_steps={self.budget} exceeds the schedule's {num_steps} steps; "
                                    f"use at most {num_steps}")
             return self.budget
-        return max(1, min(num_steps, int(math.floor(num_steps / self.speedup + 0.5))))
+        return budget_for_speedup(num_steps, self.speedup)
 
     def target(self, family: FamilySpec | None = None, num_steps: int | None = None) -> tuple[Schedule, str]:
         """(target schedule, one-line description). ``num_steps`` is the run's step count for per-run sources
         (a preview count without one); ``family`` the model's (decides whether a shipped preset fits)."""
-        if self.connected:
-            return self._from_schedules()
-        n = num_steps or PREVIEW_STEPS
-        return default_schedule(family, n, self.budget_for(n))
-
-    def _from_schedules(self) -> tuple[Schedule, str]:
+        if not self.connected:
+            n = num_steps or PREVIEW_STEPS
+            return default_schedule(family, n, self.budget_for(n))
         if self.reference is None or self.anchor is None:
             only = self.reference if self.reference is not None else self.anchor
             role = "reference" if self.reference is not None else "anchor"
             return only, f"the {role} as connected (connect both a reference and an anchor to set the budget)"
         budget = self.budget_for(self.reference.num_steps)
         target = transport.schedule_at(self.reference, self.anchor, budget)
-        source = str(target.provenance.get("source", ""))
-        if source.startswith("validation ladder"):
-            return target, (f"{source.split('(')[-1].rstrip(')')} schedule, measured best at K={budget} on the "
-                            "calibration pairs (the anchor's validation ladder)")
-        return target, "interpolated between reference and anchor"
+        return target, describe(target, budget)
+
+
+def describe(target: Schedule, budget: int) -> str:
+    measured = target.provenance.get("ladder_source")
+    if measured:
+        return (f"{measured} schedule, measured best at K={budget} on the calibration pairs (the anchor's "
+                "validation ladder)")
+    return "interpolated between reference and anchor"
 
 
 def default_schedule(family: FamilySpec | None, num_steps: int, budget: int) -> tuple[Schedule, str]:

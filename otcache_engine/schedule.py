@@ -19,6 +19,15 @@ from .strict_json import brief
 FORMAT = "otcache.schedule"   # the file format (schedule_io) of to_dict()
 VERSION = 1
 
+
+def budget_for_speedup(num_steps: int, speedup: float, least: int = 1) -> int:
+    """K for a target speed-up N/K: N / speedup rounded half up (float noise absorbed), within [least, N].
+
+    The one rounding of a speed-up: OTCache Apply's slider, the preview, retargeting to another step count
+    (which keeps the speed-up) and the toy benchmark's budgets all go through it.
+    """
+    return max(least, min(num_steps, int(math.floor(num_steps / speedup + 0.5 + 1e-9))))
+
 KINDS = frozenset({
     "custom", "reference", "anchor", "interpolated", "optimized", "graph", "uniform",
     "omnicache", "magcache", "teacache", "easycache", "fbcache", "preset", "full",

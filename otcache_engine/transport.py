@@ -141,7 +141,7 @@ def schedule_at(reference: Schedule, anchor: Schedule | None, budget: int) -> Sc
     steps, source = measured
     return Schedule(reference.num_steps, steps, kind="interpolated", force_last=reference.force_last,
                     sigmas=reference.sigmas, provenance={**carried(reference), "budget": budget,
-                                                         "source": f"validation ladder ({source})",
+                                                         "source": "validation ladder", "ladder_source": source,
                                                          "steps": reference.num_steps})
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import ScheduleError
 from .projection import check_feasible, project, smallest_feasible_gap
-from .schedule import Schedule
+from .schedule import Schedule, budget_for_speedup
 
 COORDS = ("index", "sigma")
 KEEP = ("speedup", "budget")
@@ -288,7 +288,7 @@ def _target_budget(schedule: Schedule, num_steps: int, keep: str) -> int:
     least = 2 if schedule.force_last and num_steps > 1 else 1
     if keep == "budget":
         return max(least, min(schedule.budget, num_steps))
-    return max(least, min(num_steps, int(math.floor(schedule.budget * num_steps / schedule.num_steps + 0.5))))
+    return budget_for_speedup(num_steps, schedule.num_steps / schedule.budget, least)
 
 
 def _target_sigmas(schedule: Schedule, num_steps: int, sigmas: Sequence[float] | None,

@@ -12,7 +12,6 @@ any budget, without a model call.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -23,6 +22,7 @@ import torch
 from .. import edge_errors, graph_search, hybrid, omnicache, transport
 from ..anchor_search import AnchorConfig, search_anchor
 from ..calibration import CalibrationRun
+from ..schedule import budget_for_speedup
 from ..projection import smallest_feasible_gap
 from ..schedule import Schedule
 from .harness import Pairs, Toy, run_schedule
@@ -121,4 +121,4 @@ def budgets_between(k_ref: int, k_anc: int, count: int) -> list[int]:
 
 def fraction_budget(steps: int, divisor: float) -> int:
     """K = round(N / divisor), at least 3."""
-    return max(3, int(math.floor(steps / divisor + 0.5)))
+    return budget_for_speedup(steps, divisor, least=3)
