@@ -257,20 +257,20 @@ def calc_cond_batch_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
     return executor(*args, **kwargs)
 
 
-def diffusion_model_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
-    to = _find_options(args, kwargs)
-    run = to.get(RUN_KEY) if to is not None else None
-    if run is None:
-        return executor(*args, **kwargs)
-    return run.diffusion_call(executor, args, kwargs, to)
+def _call_wrapper(method: str) -> Callable[..., Any]:
+    """A wrapper handing each call to the run's ``method``; outside a cached run the call is left alone."""
+    def wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
+        to = _find_options(args, kwargs)
+        run = to.get(RUN_KEY) if to is not None else None
+        if run is None:
+            return executor(*args, **kwargs)
+        return getattr(run, method)(executor, args, kwargs, to)
+    wrapper.__name__ = f"{method}_wrapper"
+    return wrapper
 
 
-def apply_model_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
-    to = _find_options(args, kwargs)
-    run = to.get(RUN_KEY) if to is not None else None
-    if run is None:
-        return executor(*args, **kwargs)
-    return run.apply_call(executor, args, kwargs, to)
+diffusion_model_wrapper = _call_wrapper("diffusion_call")
+apply_model_wrapper = _call_wrapper("apply_call")
 
 
 # ------------------------------------------------------------------------------------ run set-up

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import time
 from pathlib import Path
 
@@ -32,14 +31,7 @@ import torch
 
 from . import codec, host, prompts, setups
 from otcache_pack.otcache_engine.toy import data
-
-
-def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
-    """Linear warm-up then cosine decay to 5 % of the peak."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+from otcache_pack.otcache_engine.toy.train import ema_update, lr_at   # the toy model's schedule and EMA
 
 
 def _keep_copy(t: torch.Tensor) -> torch.Tensor:
@@ -69,12 +61,6 @@ def velocity_loss(model, setup: setups.Setup, images: torch.Tensor, labels: torc
     with torch.autograd.graph.saved_tensors_hooks(_keep_copy, _keep_copy):
         denoised = model.apply_model(x_t, sigma, c_crossattn=prompts.context(indices), **extra)
     return ((x_t - denoised) / s - (noise - x0)).square().mean()
-
-
-@torch.no_grad()
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(pm, 1 - decay)
 
 
 def train(setup: setups.Setup, steps: int, batch_size: int, lr: float, seed: int, max_minutes: float,
