@@ -8,8 +8,10 @@ Request body (JSON object, at most ``MAX_BODY_BYTES``)::
 
     {"reference": <schedule object> | "<name>" | null,   # name: "preset:flux1-dev/reference" or a file
      "anchor":    <schedule object> | "<name>" | null,   #       in models/otcache
-     "budget": K | "speedup": N/K,                       # optional, not both
-     "num_steps": N, "sigmas": [N+1 floats], "rule": "linear_k" | "inverse_k" | "log_k"}   # optional
+     "budget": K | "speedup": N/K,                       # optional, not both ("mode" says which counts)
+     "num_steps": N, "sigmas": [N+1 floats]}             # optional: the run the plot is shown on
+
+(the keys ``preview.ALLOWED_KEYS``; anything else is refused with one sentence)
 
 Answers: 200 with the payload; 400 ``{"error": "..."}`` for anything invalid (one sentence that says
 what to fix, never a server path); 413 when the body is too large; 503 when the preview is busy or took
