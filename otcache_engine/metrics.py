@@ -4,12 +4,13 @@ Images follow ComfyUI's IMAGE layout: channel-last floats in [0, 1], shaped
 ``[H, W, C]``, ``[B, H, W, C]`` or, for video, ``[B, T, H, W, C]``; every
 leading axis is treated as a frame and scores are the mean over frames.
 
-LPIPS needs torchvision's ImageNet AlexNet backbone, which torchvision
-downloads at first use. This machine (and many offline GPU boxes) cannot, so
-:func:`perceptual_metric` only builds LPIPS when the backbone file is already on
-disk -- it never downloads -- and otherwise falls back, loudly, to ``1 - SSIM``
-(or to the latent relative L1 when no decoder is available), with a warning that
-names the file and where to put it.
+LPIPS needs torchvision's ImageNet AlexNet backbone. :func:`perceptual_metric` looks
+for it in the folders the caller names (inside ComfyUI: a models folder) and in the
+torch hub cache, and otherwise downloads it once into the first folder
+(checksum-verified, see ``weights_download``; ``OTCACHE_NO_DOWNLOAD=1`` turns that off).
+Without a folder, with downloads off, or offline, it falls back, loudly, to
+``1 - SSIM`` (or to the latent relative L1 when no decoder is available), with a
+one-line warning that names the file and where to put it.
 """
 from __future__ import annotations
 
@@ -18,16 +19,20 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from .weights_download import DownloadError, ProgressFn, RemoteFile, downloads_disabled, fetch
 
 log = logging.getLogger("otcache")
 
 EPS = 1e-12
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 ALEXNET_FILE = ALEXNET_URL.rsplit("/", 1)[-1]
+# torchvision's AlexNet_Weights.IMAGENET1K_V1; its meta gives the size (233.087 MB), its name the SHA-256 prefix
+ALEXNET = RemoteFile(ALEXNET_URL, size_mb=233.1)
 
 
 # --- layout helpers ---------------------------------------------------------
@@ -98,22 +103,52 @@ def latent_rel_l1(a: torch.Tensor, b: torch.Tensor) -> float:
 
 # --- LPIPS -----------------------------------------------------------------------
 
-def alexnet_weights_path() -> Path:
+def alexnet_weights_path(name: str = ALEXNET_FILE) -> Path:
     """Where torchvision looks for (and would download) the AlexNet backbone LPIPS needs."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
+    return Path(torch.hub.get_dir()) / "checkpoints" / name
 
 
-def lpips_unavailable_reason(weights: str | os.PathLike | None = None) -> str | None:
-    """None when LPIPS can be built without any download; else one sentence saying how to get it."""
+def _lpips_missing() -> str | None:
     try:
         import lpips  # noqa: F401
     except ImportError:
         return "the 'lpips' package is not installed (pip install lpips)"
+    return None
+
+
+def lpips_unavailable_reason(weights: str | os.PathLike | None = None) -> str | None:
+    """None when LPIPS can be built without any download; else one sentence saying how to get it."""
+    missing = _lpips_missing()
+    if missing:
+        return missing
     path = Path(weights) if weights else alexnet_weights_path()
     if not path.is_file():
         return (f"torchvision's AlexNet weights are missing: download {ALEXNET_URL} and save it as {path} "
                 f"(or set TORCH_HOME to a folder whose checkpoints/ holds {ALEXNET_FILE})")
     return None
+
+
+def lpips_backbone(folders: Sequence[str | os.PathLike] = (), progress: ProgressFn | None = None,
+                   remote: RemoteFile = ALEXNET) -> tuple[Path | None, str | None]:
+    """``(file, None)`` or ``(None, why not)``: the backbone found in ``folders`` or the torch hub cache,
+    else downloaded once into ``folders[0]``. Without folders nothing is downloaded (the engine's CLI)."""
+    missing = _lpips_missing()
+    if missing:
+        return None, missing
+    places = [Path(f) for f in folders]
+    for path in [p / remote.name for p in places] + [alexnet_weights_path(remote.name)]:
+        if path.is_file():
+            return path, None
+    if not places:
+        return None, lpips_unavailable_reason(alexnet_weights_path(remote.name))
+    dest = places[0] / remote.name
+    if not downloads_disabled():
+        size = f"about {remote.size_mb:.0f} MB, " if remote.size_mb else ""
+        log.info("[OTCache] downloading the LPIPS backbone %s (%sonce) into %s", remote.url, size, places[0])
+    try:
+        return fetch(remote, places[0], progress), None
+    except DownloadError as e:
+        return None, f"{e}; to use LPIPS offline, save {remote.url} as {dest}"
 
 
 class LPIPS:
@@ -209,28 +244,35 @@ def one_minus_ssim(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def perceptual_metric(has_decoder: bool, *, use_lpips: bool = True, weights: str | os.PathLike | None = None,
-                      device: str | torch.device = "cpu", pnet_rand: bool = False) -> Perceptual:
-    """The anchor search's objective: LPIPS when possible, else a loud, download-free fallback.
+                      device: str | torch.device = "cpu", pnet_rand: bool = False,
+                      folders: Sequence[str | os.PathLike] = (), progress: ProgressFn | None = None,
+                      remote: RemoteFile = ALEXNET) -> Perceptual:
+    """The anchor search's objective: LPIPS when possible, else a loud fallback.
 
-    With a decoder: LPIPS (AlexNet) if its backbone file is present, else ``1 - SSIM``.
-    Without one: the latent relative L1 (LeMiCa's global-error metric). Never downloads.
+    With a decoder: LPIPS (AlexNet) if its backbone is ``weights``, in ``folders`` or the torch hub
+    cache, or can be downloaded into ``folders[0]`` (see :func:`lpips_backbone`); else ``1 - SSIM``
+    with a one-line warning. Without one: the latent relative L1 (LeMiCa's global-error metric).
     """
     if not has_decoder:
         return Perceptual("latent-rel-l1", "latent", latent_rel_l1,
                           "no VAE given: the anchor search compares final latents (relative L1); "
                           "connect a VAE to optimise a perceptual image metric")
-    if use_lpips:
-        reason = None if pnet_rand else lpips_unavailable_reason(weights)
-        if reason is None:
-            try:
-                net = LPIPS(weights=weights, device=device, pnet_rand=pnet_rand)
-                return Perceptual(net.name, "image", net)
-            except Exception as e:  # noqa: BLE001 - a corrupt weights file must not stop the search
-                reason = f"loading LPIPS failed ({type(e).__name__}: {e})"
-        warning = f"LPIPS unavailable, using 1 - SSIM instead: {reason}"
-        log.warning("[OTCache] %s", warning)
-        return Perceptual("1-ssim", "image", one_minus_ssim, warning)
-    return Perceptual("1-ssim", "image", one_minus_ssim)
+    if not use_lpips:
+        return Perceptual("1-ssim", "image", one_minus_ssim)
+    reason = None
+    if weights is None and not pnet_rand:
+        weights, reason = lpips_backbone(folders, progress, remote)
+    elif not pnet_rand:
+        reason = lpips_unavailable_reason(weights)
+    if reason is None:
+        try:
+            net = LPIPS(weights=weights, device=device, pnet_rand=pnet_rand)
+            return Perceptual(net.name, "image", net)
+        except Exception as e:  # noqa: BLE001 - a corrupt weights file must not stop the search
+            reason = f"loading LPIPS failed ({type(e).__name__}: {e})"
+    warning = " ".join(f"LPIPS unavailable, using 1 - SSIM instead: {reason}".split())   # one line
+    log.warning("[OTCache] %s", warning)
+    return Perceptual("1-ssim", "image", one_minus_ssim, warning)
 
 
 def image_report(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
