@@ -4,8 +4,9 @@ At an extreme low budget the graph method's additive error model breaks down, so
 the anchor schedule is optimised end to end: every Optuna trial samples the
 user's model with a candidate schedule (OTCache's runtime, ``patch_model``) and
 ComfyUI's own sampling, and scores the result against the uncached output
-(computed once per call) with LPIPS on decoded images -- or, without LPIPS
-weights, 1 - SSIM; without a VAE, the latent relative L1.
+(computed once per call) with LPIPS on decoded images (its backbone fetched once into
+models/otcache/lpips, ``lpips_weights``) -- or, offline or with downloads turned off,
+1 - SSIM; without a VAE, the latent relative L1.
 
 The study lives in Optuna storage: by default a journal file under ComfyUI's
 user directory, keyed by model, steps and budget, so a search resumes after a
@@ -27,7 +28,7 @@ from comfy_api.latest import io
 from ..otcache_engine import Schedule
 from ..otcache_engine.anchor_search import AnchorConfig, search_anchor
 from ..otcache_engine.errors import OTCacheError
-from ..otcache_engine.metrics import Perceptual, perceptual_metric
+from ..otcache_engine.metrics import Perceptual
 from ..otcache_engine.study_storage import connect
 from ..otcache_engine.warp import retarget
 from . import ladder
@@ -35,6 +36,7 @@ from .calibrate_node import default_anchor_budget, parse_seeds, sampler_inputs
 from .calibration_record import CalibrationPair, calibration_pairs
 from .calibration_data import CalibrationData
 from .judge import Judge
+from .lpips_weights import node_metric
 from .preview import plot_payload, ui_output
 from .provenance import model_hash, run_provenance
 from .reuse_choice import AUTO, DEFAULT, operator_for
@@ -160,8 +162,7 @@ def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds:
     store = connect(resolve_storage(storage, key, n, k))   # URL, driver, server, journal: before any model call
     pairs, judged_on = judged_pairs(s, seeds, calibration, own_seeds)
     op, _ = operator_for(reuse, gamma, reference)
-    metric = metric or perceptual_metric(has_decoder=vae is not None,
-                                         device=comfy.model_management.get_torch_device())
+    metric = metric or node_metric(has_decoder=vae is not None, device=comfy.model_management.get_torch_device())
     prov = run_provenance(base, steps=n, sampler=s.sampler_name, scheduler=s.scheduler,
                           latent_shape=s.latent_shape, sigmas=sigmas.tolist(), cfg=s.cfg, denoise=s.denoise)
     context = _study_context(s, pairs, op, prov, reference, calibration)

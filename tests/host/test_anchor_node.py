@@ -91,13 +91,36 @@ def test_eight_trials_end_to_end_then_resume(flux, user_dir):
     assert resumed.provenance["score"] <= p["score"]
 
 
-def test_with_a_vae_the_metric_is_an_image_metric_and_the_fallback_is_loud(flux, user_dir, monkeypatch, tmp_path):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))   # no LPIPS backbone anywhere
+@pytest.fixture
+def lpips_folder(tmp_path, monkeypatch):
+    """An empty ComfyUI models folder (never the real one), no torch hub backbone, downloads turned off."""
+    monkeypatch.setattr(folder_paths, "models_dir", str(tmp_path / "models"))
+    monkeypatch.delitem(folder_paths.folder_names_and_paths, "otcache_lpips", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
+    monkeypatch.setenv("OTCACHE_NO_DOWNLOAD", "1")
+    return tmp_path / "models" / "otcache" / "lpips"
+
+
+def test_with_a_vae_the_metric_is_an_image_metric_and_the_fallback_is_loud(flux, user_dir, lpips_folder):
     b, s, reference, _ = flux
     anchor, summary = A.anchor_search(b.patcher, s, reference, seeds=[0, 1], budget=3, trials=3, vae=TinyVAE())
     assert summary["metric"] == "1-ssim" and "alexnet-owt" in summary["warning"]
+    assert str(lpips_folder) in summary["warning"] and "OTCACHE_NO_DOWNLOAD=1" in summary["warning"]
     assert anchor.provenance["metric"] == "1-ssim" and "LPIPS" in anchor.provenance["metric_warning"]
     assert 0.0 <= summary["best_score"] < 1.0 and anchor.provenance["pairs"] == 2
+
+
+def test_with_the_backbone_in_the_models_folder_the_search_optimises_lpips(flux, user_dir, lpips_folder):
+    from download_fixtures import alexnet_like_file
+    from otcache_pack.otcache_engine.metrics import ALEXNET_FILE
+
+    lpips_folder.mkdir(parents=True)
+    (lpips_folder / ALEXNET_FILE).write_bytes(alexnet_like_file())   # already there: nothing is downloaded
+    b, s, reference, _ = flux
+    anchor, summary = A.anchor_search(b.patcher, s, reference, seeds=[0], budget=3, trials=2, vae=TinyVAE(),
+                                      validate=False)
+    assert summary["metric"] == "lpips-alex" and summary["warning"] is None
+    assert anchor.provenance["metric"] == "lpips-alex" and "metric_warning" not in anchor.provenance
 
 
 def test_interrupt_during_a_trial_propagates_and_the_trial_is_redone(flux, user_dir):
