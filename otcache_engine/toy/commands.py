@@ -25,6 +25,9 @@ def _demo_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budgets", type=int, default=5, help="number of budgets from K_ref to K_anc (default 5)")
     p.add_argument("--ref-fraction", type=float, default=2.0, help="K_ref = N / this (default 2)")
     p.add_argument("--anchor-fraction", type=float, default=5.0, help="K_anc = N / this (default 5)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="timed rounds of the final sampling, uncached and cached runs interleaved; the fastest "
+                        "of each counts (default 3)")
     p.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     p.add_argument("--seed", type=int, default=0, help="seed of the anchor search")
     p.add_argument("--weights", type=Path, default=BUNDLED, help="toy model weights (default: bundled)")

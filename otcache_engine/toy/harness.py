@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -20,8 +20,10 @@ from ..runtime import CacheSession, StepPlan, make_reuse
 from ..schedule import Schedule
 from .model import ToyDiT
 from .record import record_runs
-from .sampler import flow_sigmas, initial_noise, sample
+from .sampler import SampleResult, flow_sigmas, initial_noise, sample
 from .weights_io import BUNDLED, load_meta, load_model
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -79,22 +81,52 @@ def record(toy: Toy, pairs: Pairs) -> list[CalibrationRun]:
                        meta={"shift": toy.shift})
 
 
-def _timed(fn: Callable[[], object], repeats: int) -> tuple[object, float]:
-    """Result and the *minimum* wall time over ``repeats`` runs: on a shared machine other work
-    only ever adds time, so the minimum is the least disturbed measurement (as ``timeit``)."""
-    times, out = [], None
+def time_interleaved(jobs: Sequence[Callable[[], T]], repeats: int,
+                     clock: Callable[[], float] = time.perf_counter) -> list[tuple[T, float]]:
+    """Each job's (result, *minimum* wall time), the jobs run in turn ``repeats`` times: job 1, job 2, ...,
+    job 1, job 2, ... On a shared machine other work only ever adds time, so the minimum is the least
+    disturbed measurement (as ``timeit``); interleaving gives every job a chance at the quiet moments, so a
+    busy spell cannot inflate one job's time (and every ratio against it) alone."""
+    results: list = [None] * len(jobs)
+    best = [math.inf] * len(jobs)
     for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return out, min(times)
+        for i, job in enumerate(jobs):
+            t0 = clock()
+            results[i] = job()
+            best[i] = min(best[i], clock() - t0)
+    return list(zip(results, best))
+
+
+def full_job(toy: Toy, pairs: Pairs) -> Callable[[], SampleResult]:
+    """The uncached run (every step computes), as a job to time."""
+    labels, noise = torch.tensor(pairs.labels), initial_noise(pairs.seeds)
+    return lambda: sample(toy.model, labels, noise, toy.sigmas, toy.cfg_scale)
+
+
+def schedule_job(toy: Toy, pairs: Pairs, schedule: Schedule, reuse: str = "residual",
+                 gamma: float | Sequence[float] | None = None, space: str | None = None,
+                 front_blocks: int = 0) -> Callable[[], SampleResult]:
+    """Cached sampling of every pair with one schedule through the runtime (a fresh session per call)."""
+    labels, noise = torch.tensor(pairs.labels), initial_noise(pairs.seeds)
+
+    def once() -> SampleResult:
+        session = session_for(toy, schedule, reuse, gamma)
+        try:
+            return sample(toy.model, labels, noise, toy.sigmas, toy.cfg_scale, session=session,
+                          space=space, front_blocks=front_blocks)
+        finally:
+            session.close()
+    return once
+
+
+def outcome(timed: tuple[SampleResult, float]) -> Outcome:
+    res, secs = timed
+    return Outcome(res.x, float(res.block_runs), secs)
 
 
 def run_full(toy: Toy, pairs: Pairs, repeats: int = 1) -> Outcome:
-    """The uncached run (every step computes), timed."""
-    labels, noise = torch.tensor(pairs.labels), initial_noise(pairs.seeds)
-    res, secs = _timed(lambda: sample(toy.model, labels, noise, toy.sigmas, toy.cfg_scale), repeats)
-    return Outcome(res.x, float(res.block_runs), secs)
+    """The uncached run, timed (best of ``repeats``)."""
+    return outcome(time_interleaved([full_job(toy, pairs)], repeats)[0])
 
 
 def session_for(toy: Toy, schedule: Schedule, reuse: str = "residual",
@@ -108,18 +140,9 @@ def session_for(toy: Toy, schedule: Schedule, reuse: str = "residual",
 def run_schedule(toy: Toy, pairs: Pairs, schedule: Schedule, reuse: str = "residual",
                  gamma: float | Sequence[float] | None = None, space: str | None = None,
                  front_blocks: int = 0, repeats: int = 1) -> Outcome:
-    """Cached sampling of every pair with one schedule through the runtime."""
-    labels, noise = torch.tensor(pairs.labels), initial_noise(pairs.seeds)
-
-    def once():
-        session = session_for(toy, schedule, reuse, gamma)
-        try:
-            return sample(toy.model, labels, noise, toy.sigmas, toy.cfg_scale, session=session,
-                          space=space, front_blocks=front_blocks)
-        finally:
-            session.close()
-    res, secs = _timed(once, repeats)
-    return Outcome(res.x, float(res.block_runs), secs)
+    """Cached sampling of every pair with one schedule through the runtime, timed (best of ``repeats``)."""
+    job = schedule_job(toy, pairs, schedule, reuse, gamma, space, front_blocks)
+    return outcome(time_interleaved([job], repeats)[0])
 
 
 def run_masks(toy: Toy, pairs: Pairs, schedules: Sequence[Schedule], **kwargs) -> Outcome:

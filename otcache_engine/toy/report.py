@@ -16,6 +16,20 @@ from ..schedule import Schedule
 from .grid import tile, to_uint8
 
 COLUMNS = ("method", "K", "NFE x", "wall x", "PSNR", "SSIM", "LPIPS")
+NOISE_MARK = "*"
+NOISE_NOTE = (f"{NOISE_MARK} wall x above NFE x = N/K is timing noise, not a speed-up: a skipped step still "
+              "costs time, so the wall-clock ratio cannot exceed N/K (the machine was busy while the runs were "
+              "timed; rerun with more --repeats on a quieter machine)")
+
+
+def wall_is_noise(wall: float, nfe: float) -> bool:
+    """Whether a wall-clock speed-up is impossible, hence noise: above N/K, the bound of a free reused step."""
+    return math.isfinite(wall) and math.isfinite(nfe) and wall > nfe
+
+
+def wall_cell(wall: float, nfe: float) -> str:
+    """The wall x cell: the measured ratio, marked when it cannot be true (see ``NOISE_NOTE``)."""
+    return f"{wall:.2f}{NOISE_MARK}" if wall_is_noise(wall, nfe) else f"{wall:.2f}"
 
 
 @dataclass
@@ -31,8 +45,8 @@ class Row:
 
     def cells(self) -> list[str]:
         k = f"{self.k:.0f}" if abs(self.k - round(self.k)) < 1e-9 else f"{self.k:.1f}"
-        return [self.method, k, f"{self.nfe:.2f}", f"{self.wall:.2f}", _num(self.psnr, 2), _num(self.ssim, 4),
-                _num(self.lpips, 4)]
+        return [self.method, k, f"{self.nfe:.2f}", wall_cell(self.wall, self.nfe), _num(self.psnr, 2),
+                _num(self.ssim, 4), _num(self.lpips, 4)]
 
 
 def _num(value: float, digits: int) -> str:
@@ -42,14 +56,22 @@ def _num(value: float, digits: int) -> str:
 def markdown_table(rows: Sequence[Row], columns: Sequence[str] = COLUMNS) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(["---"] + ["---:"] * (len(columns) - 1)) + "|"]
     lines += ["| " + " | ".join(r.cells()) + " |" for r in rows]
-    return "\n".join(lines)
+    return "\n".join(lines + _noise_note(rows, blank=True))
+
+
+def _noise_note(rows: Sequence[Row], blank: bool = False) -> list[str]:
+    """The note under a table, when one of its wall x cells is marked as noise."""
+    if not any(wall_is_noise(r.wall, r.nfe) for r in rows):
+        return []
+    return ["", NOISE_NOTE] if blank else [NOISE_NOTE]
 
 
 def text_table(rows: Sequence[Row], columns: Sequence[str] = COLUMNS) -> str:
     cells = [list(columns)] + [r.cells() for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
     fmt = lambda c: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths)))  # noqa: E731
-    return "\n".join([fmt(cells[0]), fmt(["-" * w for w in widths])] + [fmt(c) for c in cells[1:]])
+    lines = [fmt(cells[0]), fmt(["-" * w for w in widths])] + [fmt(c) for c in cells[1:]]
+    return "\n".join(lines + _noise_note(rows))
 
 
 class Progress:

@@ -8,6 +8,7 @@ import torch
 
 from otcache_engine import schedule_io
 from otcache_engine.cli import main
+from otcache_engine.toy.report import NOISE_MARK, NOISE_NOTE
 from otcache_engine.toy.model import ToyDiT, ToyDiTConfig
 from otcache_engine.toy.train import save
 
@@ -26,7 +27,8 @@ def tiny_weights(tmp_path_factory):
 def test_demo_prints_one_row_per_budget_and_writes_its_files(tiny_weights, tmp_path, capsys):
     out = tmp_path / "demo"
     code = main(["demo", "--weights", str(tiny_weights), "--steps", "10", "--pairs", "1", "--eval-pairs", "2",
-                 "--trials", "3", "--budgets", "3", "--threads", "1", "--out", str(out), "--quiet"])
+                 "--trials", "3", "--budgets", "3", "--repeats", "2", "--threads", "1", "--out", str(out),
+                 "--quiet"])
     assert code == 0
     text = capsys.readouterr().out
     rows = [line.split() for line in text.splitlines() if line.startswith("OTCache K=")]
@@ -34,6 +36,8 @@ def test_demo_prints_one_row_per_budget_and_writes_its_files(tiny_weights, tmp_p
     for r in rows:
         k = int(r[1][2:])
         assert float(r[2]) == k and float(r[3]) == pytest.approx(10 / k, abs=0.01)   # K column and NFE x
+        wall = r[4]                       # never above N/K unmarked; a marked one comes with the note
+        assert float(wall) <= float(r[3]) if not wall.endswith(NOISE_MARK) else NOISE_NOTE in text
         assert r[-1] == "n/a" or 0 <= float(r[-1]) <= 1                            # LPIPS or n/a
     assert (out / "demo.png").stat().st_size > 1000
     reference, anchor = schedule_io.load(out / "reference.json"), schedule_io.load(out / "anchor.json")
