@@ -54,3 +54,15 @@ def batched_cfg(comfy_version: str):
 
     with sampling.forced_batched_cfg():
         yield
+
+
+@pytest.fixture
+def progress_events(comfy_version: str):
+    """Every (value, total) ComfyUI's progress bars report during one test, through ComfyUI's global hook."""
+    import comfy.utils
+
+    events = []
+    previous = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: events.append((value, total)))
+    yield events
+    comfy.utils.set_progress_bar_global_hook(previous)

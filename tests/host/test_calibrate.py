@@ -11,7 +11,6 @@ from comfy_host import require_comfy
 COMFY_VERSION = require_comfy()
 
 import comfy.model_management as mm  # noqa: E402
-import comfy.utils  # noqa: E402
 
 import tiny_models  # noqa: E402
 from otcache_pack.nodes import calibrate_node as C  # noqa: E402
@@ -39,15 +38,6 @@ def settings(bundle, steps: int) -> SamplerSettings:
 
 def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((out - ref).abs().mean() / ref.abs().mean())
-
-
-@pytest.fixture
-def progress_events():
-    events = []
-    previous = comfy.utils.PROGRESS_BAR_HOOK
-    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: events.append((value, total)))
-    yield events
-    comfy.utils.set_progress_bar_global_hook(previous)
 
 
 @pytest.mark.parametrize("family", ["flux", "wan21"])

@@ -14,7 +14,6 @@ from comfy_host import require_comfy
 COMFY_VERSION = require_comfy()
 
 import comfy.model_management as mm  # noqa: E402
-import comfy.utils  # noqa: E402
 import folder_paths  # noqa: E402
 
 from download_fixtures import alexnet_like_file, hashed_name, serve  # noqa: E402
@@ -33,15 +32,6 @@ def models(tmp_path, monkeypatch):
     monkeypatch.delenv(NO_DOWNLOAD_ENV, raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     return tmp_path / "models"
-
-
-@pytest.fixture
-def progress_events():
-    events = []
-    previous = comfy.utils.PROGRESS_BAR_HOOK
-    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: events.append((value, total)))
-    yield events
-    comfy.utils.set_progress_bar_global_hook(previous)
 
 
 def files_under(root):
