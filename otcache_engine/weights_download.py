@@ -17,6 +17,7 @@ it by hand is a step nobody expects. This module does the download the safe way,
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import re
 import tempfile
@@ -108,7 +109,7 @@ def _copy(url: str, out: BinaryIO, progress: ProgressFn | None, timeout: float) 
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)
-    except (urllib.error.URLError, OSError, ValueError) as e:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
         reason = getattr(e, "reason", None) or e
         raise DownloadError(f"downloading {url} failed ({type(e).__name__}: {reason})") from None
     if total is not None and done != total:

@@ -71,6 +71,13 @@ def test_a_dropped_connection_leaves_nothing_behind(tmp_path):
     assert files_under(tmp_path) == []
 
 
+def test_a_missing_file_on_the_server_is_one_sentence(tmp_path):
+    with serve({}) as server:
+        with pytest.raises(DownloadError, match=r"downloading .* failed \(HTTPError: Not Found\)"):
+            fetch(RemoteFile(server.url(NAME)), tmp_path / "lpips")
+    assert files_under(tmp_path) == []
+
+
 def test_a_name_without_checksum_is_never_downloaded(tmp_path):
     with serve({"blob.bin": BLOB}) as server:
         with pytest.raises(DownloadError, match="no checksum"):
