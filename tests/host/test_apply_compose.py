@@ -107,7 +107,8 @@ def test_lora_weight_patches_keep_working(family, batched_cfg):
     ref = run(lora, b, N)
     assert not torch.allclose(ref, run(b.patcher, b, N))              # the patch has an effect
     assert torch.allclose(run(patched(lora, FULL), b, N), ref, atol=1e-6, rtol=0)
-    before = run(patched(lora, SCHED), b, N)                         # LoRA, then OTCache
+    before, probe = probed_run(patched(lora, SCHED), b, N)           # LoRA, then OTCache
+    assert probe.block_runs == SCHED.budget
     after = run(lora_like(patched(b.patcher, SCHED), family), b, N)   # OTCache, then LoRA
     assert torch.allclose(before, after, atol=1e-6, rtol=0)
     assert not torch.allclose(before, run(patched(b.patcher, SCHED), b, N))
