@@ -7,7 +7,7 @@ copy of the model options, and carrying a token that tells our block patches fro
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ..otcache_engine import Schedule
 from ..otcache_engine.errors import OTCacheError
@@ -18,7 +18,6 @@ from .schedule_source import ScheduleSource
 CONFIG_KEY = "otcache"
 WRAPPER_KEY = "otcache"
 CACHE_DEVICES = ("auto", "compute device", "cpu offload")
-_COMPILE_KEY = "torch.compile"
 
 
 @dataclass(frozen=True)
@@ -68,17 +67,6 @@ class OTCacheConfig:
         if self.source.per_run:
             return self.source.target(self.family, run_steps)[0]
         return self.schedule
-
-
-def refuse_compiled(model_options: Mapping[str, Any], wrappers: Mapping[str, Any]) -> None:
-    """TorchCompileModel compiles the whole diffusion model, freezing per-step Python decisions: refuse."""
-    import comfy.patcher_extension as pe
-
-    in_options = model_options.get("transformer_options", {}).get("wrappers", {}).get(pe.WrappersMP.APPLY_MODEL, {})
-    if (model_options.get("torch_compile_kwargs") is not None or _COMPILE_KEY in in_options
-            or _COMPILE_KEY in wrappers.get(pe.WrappersMP.APPLY_MODEL, {})):
-        raise OTCacheError("OTCache Apply cannot cache a model compiled by TorchCompileModel (the compiled graph "
-                           "would freeze its per-step decisions); remove TorchCompileModel or OTCache Apply")
 
 
 def patched_config(model: Any) -> OTCacheConfig | None:

@@ -23,8 +23,8 @@ from ..otcache_engine.errors import OTCacheError
 from ..otcache_engine.runtime import make_reuse
 from ..otcache_engine.runtime.reuse import NAMES as REUSE_NAMES, with_space
 from .block_patch import RUN_KEY, is_ours, make_block_patch, unwrap
-from .config import (CACHE_DEVICES, CONFIG_KEY, WRAPPER_KEY, OTCacheConfig, PatchOptions, patched_config,
-                     refuse_compiled)
+from .compile_blocks import check_compile
+from .config import CACHE_DEVICES, CONFIG_KEY, WRAPPER_KEY, OTCacheConfig, PatchOptions, patched_config
 from .families import FamilySpec, detect_family
 from .modulation_trim import add_trim, remove_trim
 from .run import apply_model_wrapper, calc_cond_batch_wrapper, diffusion_model_wrapper, outer_sample_wrapper
@@ -50,10 +50,10 @@ def install(model: Any, schedule_source: Schedule | ScheduleSource | None = None
     instead of the old ones.
     """
     opts = options if isinstance(options, PatchOptions) else PatchOptions(**dict(options or {}))
-    refuse_compiled(model.model_options, getattr(model, "wrappers", {}))
     source = _as_source(schedule_source)
     m = model.clone()
     spec = detect_family(m.get_model_object("diffusion_model"))
+    check_compile(model.model_options, getattr(model, "wrappers", {}), spec)
     schedule, description = source.target(spec)
     reuse = make_reuse(opts.reuse, opts.gamma)
     if not spec.block_caching and reuse.space != "output":
@@ -153,5 +153,5 @@ def _announce(cfg: OTCacheConfig) -> None:
 
 
 __all__ = ["patch_model", "install", "cached_model", "remove_otcache", "PatchOptions", "ScheduleSource",
-           "OTCacheConfig", "patched_config", "refuse_compiled", "CONFIG_KEY", "RUN_KEY", "REUSE_NAMES",
+           "OTCacheConfig", "patched_config", "CONFIG_KEY", "RUN_KEY", "REUSE_NAMES",
            "CACHE_DEVICES"]

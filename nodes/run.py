@@ -23,7 +23,8 @@ import torch
 from ..otcache_engine import Schedule
 from ..otcache_engine.runtime import CacheSession, StepPlan
 from .block_patch import RUN_KEY, CallState, is_ours
-from .config import CONFIG_KEY, OTCacheConfig, refuse_compiled
+from .compile_blocks import compile_blocks_for_run
+from .config import CONFIG_KEY, OTCacheConfig
 from .families import IMG_FIRST, TXT_FIRST
 from .modulation_trim import current_call
 
@@ -227,7 +228,6 @@ def outer_sample_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
     cfg = orig.get("transformer_options", {}).get(CONFIG_KEY)
     if not isinstance(cfg, OTCacheConfig):
         return executor(*args, **kwargs)
-    refuse_compiled(orig, getattr(guider.model_patcher, "wrappers", {}))
     sigmas = args[3] if len(args) > 3 else kwargs["sigmas"]
     run = _start_run(cfg, guider, orig, sigmas)
     _warn_away_from_calibration(cfg, guider, run.session.plan, args[1] if len(args) > 1 else kwargs.get("latent_image"))
@@ -235,6 +235,7 @@ def outer_sample_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
 
     guider.model_options = comfy.model_patcher.create_model_options_clone(orig)
     try:
+        compile_blocks_for_run(guider.model_options, guider.model_patcher, cfg.family)
         if run.session.enabled:
             guider.model_options["transformer_options"][RUN_KEY] = run
         return executor(*args, **kwargs)
