@@ -16,6 +16,10 @@ add time, so the minimum is the least disturbed measurement; the median is print
 load. ``reuse/step`` (a reused step's cost over a computed one, from per-evaluation times) explains the
 ratio: ratio ~ 1 / (1 + (N/K - 1) * reuse/step).
 
+``--compile`` adds a table: ComfyUI's TorchCompileModel (inductor) alone, and followed by OTCache Apply at
+N/K = 2, 3, 4 (the run then compiles the block modules), each against the eager unpatched model, with the
+first runs' wall times (compilation included).
+
 Run:  .venv/bin/python benchmarks/bench_runtime.py [--families flux wan21] [--steps 12] [--repeats 5]
       (COMFYUI_PATH=... to pick the ComfyUI checkout, as for the host tests)
 """
@@ -140,6 +144,63 @@ def paired_overhead(plain, on, b, steps: int, cfg: float, clock: EvalClock, pair
     return statistics.median(ratios) - 1.0
 
 
+def interleaved(models: dict, b, steps: int, cfg: float, clock: EvalClock, repeats: int,
+                warmup: dict | None = None) -> list[dict]:
+    """``repeats`` rounds of every model, in a rotating order (batched CFG), after one warm-up run each
+    (kernels, allocator, model loading, compilation), whose wall times go into ``warmup``."""
+    names = list(models)
+    with sampling.forced_batched_cfg():
+        for name, m in models.items():
+            t = timed(m, b, steps, cfg, clock)[0]
+            if warmup is not None:
+                warmup[name] = t
+        rounds = []
+        for i in range(repeats):
+            order = names[i % len(names):] + names[:i % len(names)]   # rotate so no config is always first
+            rounds.append({name: timed(models[name], b, steps, cfg, clock) for name in order})
+    return rounds
+
+
+def bench_compile(family: str, steps: int, repeats: int, cfg: float, reuse: str, size: str = "bench") -> dict:
+    """ComfyUI's TorchCompileModel (inductor) alone and followed by OTCache Apply at N/K = 2, 3, 4, against
+    the eager unpatched model (best of the repeats). With OTCache the run compiles the block modules, not the
+    whole model; the first (warm-up) runs show the compile time of each."""
+    from comfy_extras.nodes_torch_compile import TorchCompileModel
+
+    b = tm.build(family, size)
+    clock = EvalClock()
+    compiled = TorchCompileModel.execute(model=b.patcher, backend="inductor").result[0]
+    models = {"eager": clock.attach(b.patcher), "compiled": clock.attach(compiled)}
+    for s in SPEEDUPS:
+        models[f"x{s}"] = clock.attach(patch_model(compiled, uniform(steps, steps // s), PatchOptions(reuse=reuse)))
+    warmup: dict[str, float] = {}
+    rounds = interleaved(models, b, steps, cfg, clock, repeats, warmup)
+    best = {name: min(r[name][0] for r in rounds) for name in models}
+    out = {"family": family, "t_step": best["eager"] / steps, "compiled": best["eager"] / best["compiled"],
+           "warm_whole": warmup["compiled"], "warm_blocks": warmup["x2"]}
+    for s in SPEEDUPS:
+        out[f"c{s}"] = best["eager"] / best[f"x{s}"]
+        out[f"v{s}"] = best["compiled"] / best[f"x{s}"] / s
+    return out
+
+
+def compile_table(families: list[str], steps: int, repeats: int, cfg: float, reuse: str, size: str) -> None:
+    """Print the TorchCompileModel table, a row per family as it is measured."""
+    head = (f"{'family':<15}{'eager s/step':>13}{'compiled':>10}" + "".join(f"{f'+x@{s}':>8}{'ratio':>7}" for s in SPEEDUPS)
+            + f"{'warm-up whole':>15}{'blocks':>8}")
+    print(head)
+    print("-" * len(head))
+    for family in families:
+        r = bench_compile(family, steps, repeats, cfg, reuse, size)
+        cells = "".join(f"{r[f'c{s}']:>8.2f}{r[f'v{s}']:>7.3f}" for s in SPEEDUPS)
+        print(f"{family:<15}{r['t_step']:>13.3f}{r['compiled']:>10.2f}{cells}{r['warm_whole']:>14.1f}s"
+              f"{r['warm_blocks']:>7.1f}s", flush=True)
+    print("compiled: TorchCompileModel (inductor) alone, speed-up over the eager unpatched model; +x@N/K:\n"
+          "TorchCompileModel then OTCache Apply at N/K (the run compiles the blocks), speed-up over the eager\n"
+          "unpatched model; ratio: that speed-up / (compiled speed-up * N/K); warm-up: the first run's wall time\n"
+          "(compilation included) of the whole compiled model and of the first cached run (its blocks)")
+
+
 def bench_family(family: str, steps: int, repeats: int, cfg: float, reuse: str, size: str = "bench",
                  pairs: int = 10) -> dict:
     b = tm.build(family, size)
@@ -151,13 +212,7 @@ def bench_family(family: str, steps: int, repeats: int, cfg: float, reuse: str, 
     for name, sched in schedules.items():
         models[name] = clock.attach(patch_model(b.patcher, sched, PatchOptions(reuse=reuse)))
     names = list(models)
-    with sampling.forced_batched_cfg():
-        for m in models.values():                        # warm-up: kernels, allocator, model loading
-            timed(m, b, steps, cfg, clock)
-        rounds = []
-        for i in range(repeats):
-            order = names[i % len(names):] + names[:i % len(names)]   # rotate so no config is always first
-            rounds.append({name: timed(models[name], b, steps, cfg, clock) for name in order})
+    rounds = interleaved(models, b, steps, cfg, clock, repeats)
     best = {name: min(r[name][0] for r in rounds) for name in names}
     med = {name: statistics.median(r[name][0] for r in rounds) for name in names}
     out = {"family": family, "t_step": best["unpatched"] / steps,
@@ -210,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", type=int, default=10, help="back-to-back run pairs for the overhead figure")
     p.add_argument("--cfg", type=float, default=3.0)
     p.add_argument("--reuse", default="residual", choices=list(REUSE_OPERATORS))
+    p.add_argument("--compile", action="store_true",
+                   help="also measure TorchCompileModel (inductor) alone and with OTCache (a table of its own)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: on a shared machine OpenMP threads waiting for each other "
                         "make every op several times slower and the figures meaningless; 0 = torch's default)")
@@ -256,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
               + "".join(f"{r[f'e{s}']:>16.3f}" for s in SPEEDUPS))
     print("setup: a run's time outside model evaluations (the same for every schedule; its share of an unpatched\n"
           "run shrinks as N grows); model ratio: the speed-up of the model evaluations alone / (N/K), median")
+    if args.compile:
+        print()
+        compile_table(args.families, args.steps, args.repeats, args.cfg, args.reuse, size)
     return 0
 
 
