@@ -1,7 +1,8 @@
 """Install OTCache on a ComfyUI model, through the model-patcher API only.
 
 ``patch_model`` works on ``model.clone()`` and adds keyed wrappers (``run``: OUTER_SAMPLE, CALC_COND_BATCH,
-DIFFUSION_MODEL, and for models without block hooks APPLY_MODEL), a ``patches_replace["dit"]`` replacement
+DIFFUSION_MODEL, and for whole-model reuse of models without block hooks or with several latent streams
+APPLY_MODEL), a ``patches_replace["dit"]`` replacement
 on every block index (``block_patch``; it wraps any replacement already on the clone, which is called on
 computed steps, never dropped) and, for a family whose registry entry says so, a PatcherInjection that
 trims the modulation network on reused steps (``modulation_trim``; ComfyUI ejects it whenever the clone is
@@ -65,7 +66,7 @@ def install(model: Any, schedule_source: Schedule | ScheduleSource | None = None
     to = dict(m.model_options.get("transformer_options", {}))
     to[CONFIG_KEY] = cfg
     m.model_options["transformer_options"] = to
-    _add_wrappers(m, generic=not spec.block_caching)
+    _add_wrappers(m, apply_model=reuse.space == "output" and spec.whole_output_at_apply)
     _add_block_patches(m, cfg, spec, blocks)
     if blocks and spec.trim_modulation:
         add_trim(m)
@@ -123,13 +124,13 @@ def _remove_previous(m: Any, quiet: bool = False) -> None:
         log.info("OTCache Apply: this model already had OTCache; the new settings replace the old ones")
 
 
-def _add_wrappers(m: Any, generic: bool) -> None:
+def _add_wrappers(m: Any, apply_model: bool) -> None:
     import comfy.patcher_extension as pe
 
     m.add_wrapper_with_key(pe.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, outer_sample_wrapper)
     m.add_wrapper_with_key(pe.WrappersMP.CALC_COND_BATCH, WRAPPER_KEY, calc_cond_batch_wrapper)
     m.add_wrapper_with_key(pe.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, diffusion_model_wrapper)
-    if generic:
+    if apply_model:
         m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, WRAPPER_KEY, apply_model_wrapper)
 
 
