@@ -65,14 +65,18 @@ class CallState:
 
 
 def make_block_patch(token: object, inner: Block | None, *, first: bool, last: bool,
-                     boundary: bool = False, joint_first: bool = False) -> Block:
+                     boundary: bool = False, joint_first: bool = False,
+                     original: Callable[[dict], dict] | None = None) -> Block:
     """The replacement for one block. ``inner`` is the replacement that was there before (or None).
 
     ``boundary``: the last block before the joint stream (keeps its output once per run so the
     first joint block can check where the image tokens are); ``joint_first``: that first joint block.
+    ``original``: runs the block where ComfyUI's own ``original_block`` cannot (``own_block``).
     """
     def run_block(args: dict, extra: dict) -> dict:
-        return inner(args, extra) if inner is not None else extra["original_block"](args)
+        if inner is not None:
+            return inner(args, extra)
+        return original(args) if original is not None else extra["original_block"](args)
 
     if not (first or last or boundary or joint_first):
         def middle(args: dict, extra: dict) -> dict:
@@ -88,16 +92,16 @@ def make_block_patch(token: object, inner: Block | None, *, first: bool, last: b
                 return run_block(args, extra)
             run = call.run
             if first:
-                _enter(run, call, args["img"])
+                _enter(run, call, args[run.key])
             if not call.compute:
                 return _with_residual(run, args, call) if last else args
             if joint_first and call.boundary is not None:
                 run.check_layout(args, call)
             out = run_block(args, extra)
             if boundary and not run.layout_checked:
-                call.boundary = out["img"]
+                call.boundary = out[run.key]
             if last:
-                _store(run, args, out["img"], call)
+                _store(run, args, out[run.key], call)
             return out
         patch = edge
     setattr(patch, MARK, token)
@@ -131,7 +135,7 @@ def image_start(run: Any, args: dict, total: int, length: int) -> int:
 
 
 def _with_residual(run: Any, args: dict, call: CallState) -> dict:
-    x = args["img"]
+    x = args[run.key]
     r = call.residual
     if run.between:   # the stack's input plus the residual: what was added between blocks is in the residual
         new = streams.added(streams.like(call.h_in, x), r)
@@ -144,7 +148,7 @@ def _with_residual(run: Any, args: dict, call: CallState) -> dict:
         a = image_start(run, args, x.shape[1], length)
         x[:, a:a + length] += r
         new = x
-    out = {"img": new}
+    out = {run.key: new}
     if "txt" in args:
         out["txt"] = args["txt"]
     return out
@@ -169,6 +173,14 @@ def _store(run: Any, args: dict, y: Any, call: CallState) -> None:
         return
     res = (y[:, a:a + length] if (a or y.shape[1] != length) else y) - h
     run.session.store_batch(call.uuids, res, call.d, call.sig)
+
+
+def own_block(block: torch.nn.Module, names: tuple[str, ...], key: str) -> Callable[[dict], dict]:
+    """Runs ``block`` from the hook's arguments ``names`` (in the block's parameter order), returning its
+    output under ``key``: for a family whose ``original_block`` fails (Kandinsky 5 in ComfyUI 0.33)."""
+    def run(args: dict) -> dict:
+        return {key: block(*(args[n] for n in names), transformer_options=args.get("transformer_options", {}))}
+    return run
 
 
 def is_ours(fn: Any, token: object | None = None) -> bool:

@@ -41,6 +41,10 @@ class Family:
     trim_modulation: bool = False               # a reused step runs its row-wise modulation net for 2 rows
     streams: bool = False                       # the stream is a tuple of token streams (LTX-2: video, audio)
     between_blocks: bool = False                # the forward adds to the stream between blocks
+    stream_key: str = "img"                     # the stream's key in the block hook's arguments
+    # When ComfyUI's own ``original_block`` cannot run the block (Kandinsky 5 calls it with names the block
+    # does not take): the hook's arguments in the block's parameter order, so the pack calls the block itself.
+    block_args: tuple[str, ...] = ()
 
 
 WAN_BLOCKS = (("blocks", "double_block"),)
@@ -61,6 +65,8 @@ REGISTRY: tuple[Family, ...] = (
     Family("ltxv", "comfy.ldm.lightricks.model", "LTXVModel", (("transformer_blocks", "double_block"),)),
     Family("ltx2", "comfy.ldm.lightricks.av_model", "LTXAVModel", (("transformer_blocks", "double_block"),),
            streams=True),
+    Family("kandinsky5", "comfy.ldm.kandinsky5.model", "Kandinsky5", (("visual_transformer_blocks", "double_block"),),
+           stream_key="x", block_args=("x", "context", "time_embed", "freqs")),
 )
 _BY_CLASS = {(f.module, f.class_name): f for f in REGISTRY}
 
@@ -70,8 +76,6 @@ FALLBACK_REASONS = {
                                            "after each layer, so no layer can be skipped",
     ("comfy.ldm.hidream.model", "HiDreamImageTransformer2DModel"): "its forward calls its blocks directly, with "
                                                                    "no block-replacement hook",
-    ("comfy.ldm.kandinsky5.model", "Kandinsky5"): "its block-replacement hook calls the block with argument names "
-                                                  "the block does not take, so no replacement can run",
 }
 
 
@@ -90,6 +94,9 @@ class FamilySpec:
     trim_modulation: bool = False
     streams: bool = False
     between_blocks: bool = False
+    stream_key: str = "img"
+    block_args: tuple[str, ...] = ()
+    lists: tuple[tuple[str, str], ...] = ()   # (ModuleList attribute, replacement key) of the family
 
     @property
     def block_caching(self) -> bool:
@@ -129,7 +136,8 @@ def detect_family(diffusion_model: torch.nn.Module) -> FamilySpec:
         return FamilySpec("generic", cls.__name__, reason="the block stack is empty")
     return FamilySpec(family.name, cls.__name__, tuple(blocks), family.joint_order if last_single else IMG_ONLY,
                       last_single, tuple(skipped), preset=family.preset, trim_modulation=family.trim_modulation,
-                      streams=family.streams, between_blocks=family.between_blocks)
+                      streams=family.streams, between_blocks=family.between_blocks, stream_key=family.stream_key,
+                      block_args=family.block_args, lists=family.lists)
 
 
 def _why_generic(cls: type) -> str:

@@ -23,7 +23,7 @@ from ..otcache_engine import Schedule
 from ..otcache_engine.errors import OTCacheError
 from ..otcache_engine.runtime import make_reuse
 from ..otcache_engine.runtime.reuse import NAMES as REUSE_NAMES, with_space
-from .block_patch import RUN_KEY, is_ours, make_block_patch, unwrap
+from .block_patch import RUN_KEY, is_ours, make_block_patch, own_block, unwrap
 from .config import (CACHE_DEVICES, CONFIG_KEY, WRAPPER_KEY, OTCacheConfig, PatchOptions, patched_config,
                      refuse_compiled)
 from .families import FamilySpec, detect_family
@@ -139,10 +139,13 @@ def _add_block_patches(m: Any, cfg: OTCacheConfig, spec: FamilySpec, blocks: tup
     last = len(blocks) - 1
     joint = next((j for j in range(1, len(blocks)) if blocks[j - 1][0] == "double_block"
                   and blocks[j][0] == "single_block"), None)
+    dm, attr_of = m.get_model_object("diffusion_model"), {kind: attr for attr, kind in spec.lists}
     for j, (kind, i) in enumerate(blocks):
+        original = (own_block(getattr(dm, attr_of[kind])[i], spec.block_args, spec.stream_key)
+                    if spec.block_args else None)
         patch = make_block_patch(cfg.token, existing.get((kind, i)), first=j == 0, last=j == last,
                                  boundary=joint is not None and j == joint - 1,
-                                 joint_first=joint is not None and j == joint)
+                                 joint_first=joint is not None and j == joint, original=original)
         m.set_model_patch_replace(patch, "dit", kind, i)
 
 

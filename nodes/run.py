@@ -40,6 +40,7 @@ class RunState:
         self.token, self.num_patches = cfg.token, cfg.num_patches
         self.output_space = cfg.reuse.space == "output"
         self.between = cfg.family.between_blocks
+        self.key = cfg.family.stream_key     # where a block finds its stream ("img"; Kandinsky 5: "x")
         self.joint_order = cfg.family.joint_order
         self.trust_img_slice = True
         self.layout_checked = not cfg.family.last_is_single

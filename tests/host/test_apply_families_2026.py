@@ -23,6 +23,7 @@ from apply_helpers import bundle, patched, probed_run, rel_err, run  # noqa: E40
 from otcache_pack.nodes import families  # noqa: E402
 from otcache_pack.nodes.apply_node import OTCacheApply  # noqa: E402
 from otcache_pack.nodes.families import FALLBACK_REASONS, detect_family  # noqa: E402
+from otcache_pack.nodes.patcher import remove_otcache  # noqa: E402
 from otcache_pack.otcache_engine import Schedule  # noqa: E402
 
 N = 6
@@ -35,7 +36,7 @@ EXPECTED = {
     "flux2": "flux", "hunyuan_video15": "hunyuan_video", "qwen_image_edit": "qwen_image",
     "qwen_image_edit_2511": "qwen_image", "wan22_5b": "wan", "wan21_i2v": "wan", "wan21_flf2v": "wan",
     "wan21_vace": "wan_vace", "wan22_s2v": "wan_s2v", "wan22_animate": "wan_animate", "ltx2": "ltx2",
-    "ltx2_av": "ltx2", "hidream": "generic", "kandinsky5": "generic", "z_image": "generic", "lumina2": "generic",
+    "ltx2_av": "ltx2", "hidream": "generic", "kandinsky5": "kandinsky5", "z_image": "generic", "lumina2": "generic",
 }
 
 
@@ -165,11 +166,18 @@ def test_a_run_that_caches_nothing_says_so(batched_cfg, caplog):
 
 
 def test_kandinsky5_block_hook_cannot_run_a_block(batched_cfg):
-    """Why Kandinsky 5 stays on the fallback: ComfyUI's own block hook fails on any replacement that runs the
-    original block. If this starts to pass, ComfyUI has fixed the hook: give Kandinsky 5 a registry entry."""
+    """Why OTCache runs Kandinsky 5's blocks itself (``Family.block_args``): ComfyUI's own block hook fails on
+    any replacement that runs the original block. If this starts to pass, ComfyUI has fixed the hook: the
+    registry entry can drop ``block_args`` and use ``original_block`` like every other family."""
     b = bundle("kandinsky5")
     m = b.patcher.clone()
     m.set_model_patch_replace(lambda args, extra: {"x": extra["original_block"](args)}, "dit", "double_block", 0)
     with pytest.raises(TypeError, match="unexpected keyword argument 'x'"):
         run(m, b, 2)
 
+
+def test_kandinsky5_block_runners_come_off_with_otcache():
+    """The blocks OTCache runs itself are part of its own replacements, never left behind as another's."""
+    m = patched(bundle("kandinsky5").patcher, SCHED)
+    remove_otcache(m)
+    assert not m.model_options["transformer_options"].get("patches_replace", {}).get("dit")

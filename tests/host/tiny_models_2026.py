@@ -193,7 +193,7 @@ FAMILIES: dict[str, TinyFamily] = {
                           audio=lambda s: (1, 8, 4 * s.frames + 1, 16)),
     "hidream": TinyFamily("HiDream", _hidream, lambda s: s.hidden, _hidream_extras, _IMAGE, block_path=False),
     "kandinsky5": TinyFamily("Kandinsky5", _kandinsky5, lambda s: 3584,
-                             lambda s, seed: {"pooled_output": _randn((1, 768), seed + 7919)}, block_path=False),
+                             lambda s, seed: {"pooled_output": _randn((1, 768), seed + 7919)}),
     "z_image": TinyFamily("Lumina2", _z_image, lambda s: 2560, lambda s, seed: {}, _IMAGE, block_path=False,
                           needs=_has_parameter("comfy.ldm.lumina.model", "NextDiT", "z_image_modulation")),
 }
