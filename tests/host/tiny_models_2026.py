@@ -5,7 +5,7 @@ Each record gives the ``unet_config`` ComfyUI's own ``model_config_from_unet_con
 ``tiny_models`` where the family is a variant), the seeded extras a real conditioning node would attach
 (reference latents, CLIP-vision output, VACE frames, S2V audio embeddings, ...), the latent, and what the
 host must have. A family whose config or class a ComfyUI lacks is *unavailable* there, with the reason, and
-its tests skip with it (``tiny_models.unavailable``). Measured facts behind the sizes (v0.33):
+its tests skip with it (``Unavailable``, raised by ``require``). Measured facts behind the sizes (v0.33):
 
 - FLUX.2 (``Flux2`` config on ``Flux``) pads its text to 512 tokens and patchifies 128-channel latents 1x1.
 - Wan VACE maps one hint block to every main block (``vace_layers = depth``), so a hint lands after the last
