@@ -2,14 +2,17 @@
 
 The block-residual cache needs, per family: the block replacement keys in execution order
 (``patches_replace["dit"][("double_block", i)]`` / ``("single_block", i)``), where the image tokens sit
-in the last block's output, which blocks the forward never calls, the shipped preset made for the
-family's released model (and that model's block count, so a preset is used only on the model it was made
-for), and whether a skipped step can trim the family's modulation network. Adding a family is one
-:class:`Family` entry in ``REGISTRY`` (and its host test).
+in the last block's output, which blocks the forward never calls, what a block receives (one token tensor
+or a tuple of streams) and whether the forward adds to it between blocks, the shipped preset made for the family's
+released model (and that model's block count, so a preset is used only on the model it was made for), and
+whether a skipped step can trim the family's modulation network. Adding a family is one :class:`Family`
+entry in ``REGISTRY`` (and its host test).
 
-A model is matched on its *exact* class, read from the object, never from a ComfyUI version string:
-subclasses are not assumed to share their parent's forward (Wan VACE adds hints between blocks, Wan S2V
-injects audio, ...), so they get the whole-model fallback, which is announced, never silent.
+A model is matched on its *exact* class, read from the object, never from a ComfyUI version string, so a
+class a ComfyUI does not have is simply never matched there. Subclasses are not assumed to share their
+parent's forward: each one was read and has its own entry (Wan VACE adds hints between blocks, Wan S2V
+injects audio, ...), or gets the whole-model fallback, which is announced, never silent, with the reason
+(``FALLBACK_REASONS`` for the classes read and found without a block hook).
 """
 from __future__ import annotations
 
@@ -36,8 +39,15 @@ class Family:
     skip_attrs: Mapping[str, str] = field(default_factory=dict)   # list -> attribute naming pruned indices
     preset: tuple[str, int] | None = None       # (shipped preset, blocks of the model it was made for)
     trim_modulation: bool = False               # a reused step runs its row-wise modulation net for 2 rows
+    streams: bool = False                       # the stream is a tuple of token streams (LTX-2: video, audio)
+    between_blocks: bool = False                # the forward adds to the stream between blocks
+    stream_key: str = "img"                     # the stream's key in the block hook's arguments
+    # When ComfyUI's own ``original_block`` cannot run the block (Kandinsky 5 calls it with names the block
+    # does not take): the hook's arguments in the block's parameter order, so the pack calls the block itself.
+    block_args: tuple[str, ...] = ()
 
 
+WAN_BLOCKS = (("blocks", "double_block"),)
 REGISTRY: tuple[Family, ...] = (
     Family("flux", "comfy.ldm.flux.model", "Flux", DUAL, TXT_FIRST, preset=("flux1-dev", 57)),
     Family("chroma", "comfy.ldm.chroma.model", "Chroma", DUAL, TXT_FIRST,
@@ -46,11 +56,27 @@ REGISTRY: tuple[Family, ...] = (
            preset=("hunyuanvideo-1.5", 54)),
     Family("qwen_image", "comfy.ldm.qwen_image.model", "QwenImageTransformer2DModel",
            (("transformer_blocks", "double_block"),), preset=("qwen-image", 60)),
-    Family("wan", "comfy.ldm.wan.model", "WanModel", (("blocks", "double_block"),),
-           preset=("wan2.1-t2v-1.3b", 30)),
+    Family("wan", "comfy.ldm.wan.model", "WanModel", WAN_BLOCKS, preset=("wan2.1-t2v-1.3b", 30)),
+    # VACE adds its hint blocks' output after mapped blocks, S2V its audio injection, Animate its face
+    # features: all between blocks, so a reused step rebuilds the stack's output from its input.
+    Family("wan_vace", "comfy.ldm.wan.model", "VaceWanModel", WAN_BLOCKS, between_blocks=True),
+    Family("wan_s2v", "comfy.ldm.wan.model", "WanModel_S2V", WAN_BLOCKS, between_blocks=True),
+    Family("wan_animate", "comfy.ldm.wan.model_animate", "AnimateWanModel", WAN_BLOCKS, between_blocks=True),
     Family("ltxv", "comfy.ldm.lightricks.model", "LTXVModel", (("transformer_blocks", "double_block"),)),
+    Family("ltx2", "comfy.ldm.lightricks.av_model", "LTXAVModel", (("transformer_blocks", "double_block"),),
+           streams=True),
+    Family("kandinsky5", "comfy.ldm.kandinsky5.model", "Kandinsky5", (("visual_transformer_blocks", "double_block"),),
+           stream_key="x", block_args=("x", "context", "time_embed", "freqs")),
 )
 _BY_CLASS = {(f.module, f.class_name): f for f in REGISTRY}
+
+# Classes whose forward was read and offers no hook that can skip a block (why they stay on the fallback).
+FALLBACK_REASONS = {
+    ("comfy.ldm.lumina.model", "NextDiT"): "its forward calls its layers directly; the only per-layer hook runs "
+                                           "after each layer, so no layer can be skipped",
+    ("comfy.ldm.hidream.model", "HiDreamImageTransformer2DModel"): "its forward calls its blocks directly, with "
+                                                                   "no block-replacement hook",
+}
 
 
 @dataclass(frozen=True)
@@ -66,10 +92,21 @@ class FamilySpec:
     reason: str = ""
     preset: tuple[str, int] | None = None
     trim_modulation: bool = False
+    streams: bool = False
+    between_blocks: bool = False
+    stream_key: str = "img"
+    block_args: tuple[str, ...] = ()
+    lists: tuple[tuple[str, str], ...] = ()   # (ModuleList attribute, replacement key) of the family
 
     @property
     def block_caching(self) -> bool:
         return bool(self.blocks)
+
+    @property
+    def whole_output_at_apply(self) -> bool:
+        """Whole-model reuse also sits at APPLY_MODEL: for models without block hooks (some have no
+        DIFFUSION_MODEL wrapper either), and for several latent streams, which ComfyUI packs into one there."""
+        return not self.block_caching or self.streams
 
     def describe(self) -> str:
         if self.block_caching:
@@ -98,10 +135,15 @@ def detect_family(diffusion_model: torch.nn.Module) -> FamilySpec:
     if not blocks:
         return FamilySpec("generic", cls.__name__, reason="the block stack is empty")
     return FamilySpec(family.name, cls.__name__, tuple(blocks), family.joint_order if last_single else IMG_ONLY,
-                      last_single, tuple(skipped), preset=family.preset, trim_modulation=family.trim_modulation)
+                      last_single, tuple(skipped), preset=family.preset, trim_modulation=family.trim_modulation,
+                      streams=family.streams, between_blocks=family.between_blocks, stream_key=family.stream_key,
+                      block_args=family.block_args, lists=family.lists)
 
 
 def _why_generic(cls: type) -> str:
+    known = FALLBACK_REASONS.get((cls.__module__, cls.__name__))
+    if known:
+        return known
     for base in cls.__mro__[1:]:
         if (base.__module__, base.__name__) in _BY_CLASS:
             return f"{cls.__name__} changes the {base.__name__} forward, so its blocks are not cached"

@@ -15,17 +15,15 @@ a cached call that reuses (``current_call``); every other caller gets the untouc
 """
 from __future__ import annotations
 
-from contextvars import ContextVar
 from typing import Any, Callable
 
 import torch
 
+from .block_patch import current_call
+
 INJECTION_KEY = "otcache_modulation_trim"
 FINAL_ROWS = 2                      # Chroma.get_modulations(..., "final") reads rows [-2:]
 _OURS = "_otcache_trim"
-
-# The block-cached call running on this thread (a nodes.block_patch.CallState), set by RunState.
-current_call: ContextVar[Any] = ContextVar("otcache_current_call", default=None)
 
 
 def add_trim(m: Any) -> bool:

@@ -1,7 +1,8 @@
 """Install OTCache on a ComfyUI model, through the model-patcher API only.
 
 ``patch_model`` works on ``model.clone()`` and adds keyed wrappers (``run``: OUTER_SAMPLE, CALC_COND_BATCH,
-DIFFUSION_MODEL, and for models without block hooks APPLY_MODEL), a ``patches_replace["dit"]`` replacement
+DIFFUSION_MODEL, and for whole-model reuse of models without block hooks or with several latent streams
+APPLY_MODEL), a ``patches_replace["dit"]`` replacement
 on every block index (``block_patch``; it wraps any replacement already on the clone, which is called on
 computed steps, never dropped) and, for a family whose registry entry says so, a PatcherInjection that
 trims the modulation network on reused steps (``modulation_trim``; ComfyUI ejects it whenever the clone is
@@ -22,7 +23,7 @@ from ..otcache_engine import Schedule
 from ..otcache_engine.errors import OTCacheError
 from ..otcache_engine.runtime import make_reuse
 from ..otcache_engine.runtime.reuse import NAMES as REUSE_NAMES, with_space
-from .block_patch import RUN_KEY, is_ours, make_block_patch, unwrap
+from .block_patch import RUN_KEY, is_ours, make_block_patch, own_block, unwrap
 from .compile_blocks import check_compile
 from .config import CACHE_DEVICES, CONFIG_KEY, WRAPPER_KEY, OTCacheConfig, PatchOptions, patched_config
 from .families import FamilySpec, detect_family
@@ -65,7 +66,7 @@ def install(model: Any, schedule_source: Schedule | ScheduleSource | None = None
     to = dict(m.model_options.get("transformer_options", {}))
     to[CONFIG_KEY] = cfg
     m.model_options["transformer_options"] = to
-    _add_wrappers(m, generic=not spec.block_caching)
+    _add_wrappers(m, apply_model=reuse.space == "output" and spec.whole_output_at_apply)
     _add_block_patches(m, cfg, spec, blocks)
     if blocks and spec.trim_modulation:
         add_trim(m)
@@ -123,13 +124,13 @@ def _remove_previous(m: Any, quiet: bool = False) -> None:
         log.info("OTCache Apply: this model already had OTCache; the new settings replace the old ones")
 
 
-def _add_wrappers(m: Any, generic: bool) -> None:
+def _add_wrappers(m: Any, apply_model: bool) -> None:
     import comfy.patcher_extension as pe
 
     m.add_wrapper_with_key(pe.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, outer_sample_wrapper)
     m.add_wrapper_with_key(pe.WrappersMP.CALC_COND_BATCH, WRAPPER_KEY, calc_cond_batch_wrapper)
     m.add_wrapper_with_key(pe.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, diffusion_model_wrapper)
-    if generic:
+    if apply_model:
         m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, WRAPPER_KEY, apply_model_wrapper)
 
 
@@ -138,10 +139,13 @@ def _add_block_patches(m: Any, cfg: OTCacheConfig, spec: FamilySpec, blocks: tup
     last = len(blocks) - 1
     joint = next((j for j in range(1, len(blocks)) if blocks[j - 1][0] == "double_block"
                   and blocks[j][0] == "single_block"), None)
+    dm, attr_of = m.get_model_object("diffusion_model"), {kind: attr for attr, kind in spec.lists}
     for j, (kind, i) in enumerate(blocks):
+        original = (own_block(getattr(dm, attr_of[kind])[i], spec.block_args, spec.stream_key)
+                    if spec.block_args else None)
         patch = make_block_patch(cfg.token, existing.get((kind, i)), first=j == 0, last=j == last,
                                  boundary=joint is not None and j == joint - 1,
-                                 joint_first=joint is not None and j == joint)
+                                 joint_first=joint is not None and j == joint, original=original)
         m.set_model_patch_replace(patch, "dit", kind, i)
 
 

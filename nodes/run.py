@@ -22,11 +22,11 @@ import torch
 
 from ..otcache_engine import Schedule
 from ..otcache_engine.runtime import CacheSession, StepPlan
-from .block_patch import RUN_KEY, CallState, is_ours
+from . import streams
+from .block_patch import RUN_KEY, CallState, current_call, is_ours
 from .compile_blocks import compile_blocks_for_run
 from .config import CONFIG_KEY, OTCacheConfig
 from .families import IMG_FIRST, TXT_FIRST
-from .modulation_trim import current_call
 
 _BLOCK_PATCH_KEYS = ("double_block", "single_block")
 
@@ -40,7 +40,8 @@ class RunState:
         self.cfg, self.session = cfg, session
         self.token, self.num_patches = cfg.token, cfg.num_patches
         self.output_space = cfg.reuse.space == "output"
-        self.call: CallState | None = None
+        self.between = cfg.family.between_blocks
+        self.key = cfg.family.stream_key     # where a block finds its stream ("img"; Kandinsky 5: "x")
         self.joint_order = cfg.family.joint_order
         self.trust_img_slice = True
         self.layout_checked = not cfg.family.last_is_single
@@ -50,6 +51,11 @@ class RunState:
 
     # --- the two wrappers that cache --------------------------------------------------
     def diffusion_call(self, executor: Any, args: tuple, kwargs: dict, to: dict) -> Any:
+        x = args[0] if args else kwargs.get("x")
+        if self.output_space and not torch.is_tensor(x) and self.cfg.family.whole_output_at_apply:
+            # several latent streams (LTX-2): their whole output is cached at APPLY_MODEL, where ComfyUI
+            # hands the model one latent that packs them
+            return executor(*args, **kwargs)
         s = self.session
         d = s.decision
         if d is None:  # a call outside a sampler evaluation: take the step from its own sigma
@@ -58,7 +64,6 @@ class RunState:
                 return executor(*args, **kwargs)
             d = s.decide(first_float(to["sigmas"]))
         self.dm_seen = True
-        x = args[0] if args else kwargs.get("x")
         uuids = to.get("uuids")
         reason = self.bypass_reason(x, uuids, to, args, kwargs)
         if reason is not None:
@@ -112,9 +117,10 @@ class RunState:
     def bypass_reason(self, x: Any, uuids: Any, to: dict, args: tuple, kwargs: dict) -> str | None:
         """Why this call must run uncached, or None. Output reuse needs one latent that splits by stream and
         the model's own block replacements; block reuse also the token layout and no other per-block work."""
-        if not torch.is_tensor(x) or "latent_shapes" in kwargs:
+        lead = streams.lead(x)
+        if lead is None or (self.output_space and lead is not x):
             return "several latent streams"
-        if not uuids or x.shape[0] % len(uuids):
+        if not uuids or lead.shape[0] % len(uuids):
             return "batch does not split by conditioning"
         if to.get("multigpu_thread_device") is not None:
             return "multi-GPU"
@@ -135,13 +141,12 @@ class RunState:
     # --- block reuse ------------------------------------------------------------------
     def _block_call(self, executor: Any, args: tuple, kwargs: dict, d: Any, uuids: list) -> Any:
         s = self.session
-        call = self.call = CallState(d, uuids)
+        call = CallState(self, d, uuids)
         token = current_call.set(call)
         try:
             out = executor(*args, **kwargs)
         finally:
             current_call.reset(token)
-            self.call = None
         if call.reached:
             s.note_call(call.compute, call.forced, d)
         else:
@@ -185,11 +190,21 @@ class RunState:
                     f"{self.cfg.family.class_name}; caching is off for this run")
 
     def finish(self) -> None:
-        self.call = None
         if self.layout_mismatch:
             self.session.bypassed["token layout changed"] += self.layout_mismatch
         log.info(self.session.summary_line())
+        self._warn_if_nothing_cached()
         self.session.close()
+
+    def _warn_if_nothing_cached(self) -> None:
+        """Never a silent no-op: a run whose schedule reuses steps but that reused none says so, and why."""
+        s = self.session
+        planned = sum(1 for n in s.steps_seen if not s.plan.compute[n])
+        if not s.enabled or not planned or s.steps_seen - s.steps_computed:
+            return
+        why = "; ".join(f"{n} calls: {reason}" for reason, n in sorted(s.bypassed.items())) or "no usable cache"
+        log.warning(f"{self.cfg.label}: nothing was cached in this run although its schedule reuses {planned} "
+                    f"step(s), so it ran as fast as the uncached model ({why})")
 
 
 def first_float(t: Any) -> float:

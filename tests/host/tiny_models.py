@@ -28,6 +28,8 @@ Differences between the hosts (v0.3.64 and v0.33.0) and how this module copes, b
 Block structure differences that matter to the cache runtime (HunyuanVideo's joint stream is img-first in
 v0.3.64 and txt-first in v0.33; block metadata in ``transformer_options`` only in v0.33) are described in
 the harness report, not handled here.
+The 2026 families (FLUX.2, LTX-2, the Wan subclasses, ...) are records in ``tiny_models_2026``; where this
+host's ComfyUI lacks one, building it raises ``tiny_models_2026.Unavailable`` (its tests skip with the reason).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from typing import Any, Callable
 
 import torch
 
+import tiny_models_2026 as t26
 from comfy_host import ensure_comfy_importable
 
 COMFY_VERSION = ensure_comfy_importable()
@@ -58,16 +61,21 @@ FAMILIES = DIT_FAMILIES + FALLBACK_FAMILIES
 # wrapper, so the cache sits at APPLY_MODEL) and an SD1.5-type UNet (eps prediction). Kept out of FAMILIES:
 # the generic probe counts calls at DIFFUSION_MODEL, which SD3 never reaches; test_apply_fallback covers them.
 UNET_ERA_FAMILIES = ("sd3", "sd15")
+# The 2026 families (tiny_models_2026), kept apart: some exist on one host only, LTX-2's latent can be nested.
+BLOCK_FAMILIES_2026 = tuple(name for name, f in t26.FAMILIES.items() if f.block_path)
+FALLBACK_FAMILIES_2026 = tuple(name for name, f in t26.FAMILIES.items() if not f.block_path)
 
 # The ComfyUI model config each family must resolve to (guards against a match on a look-alike config).
 CONFIG_NAMES = {
     "flux": "Flux", "flux_schnell": "FluxSchnell", "chroma": "Chroma", "qwen_image": "QwenImage",
     "hunyuan_video": "HunyuanVideo", "wan21": "WAN21_T2V", "wan22_5b": "WAN22_T2V", "ltxv": "LTXV",
     "lumina2": "Lumina2", "sd3": "SD3", "sd15": "SD15",
+    **{name: f.config_name for name, f in t26.FAMILIES.items()},
 }
 
 # Block lists in execution order; the first present set names the model's block stack.
-_STACKS = (("double_blocks", "single_blocks"), ("transformer_blocks",), ("blocks",), ("layers",))
+_STACKS = (("double_blocks", "single_blocks"), ("transformer_blocks",), ("blocks",), ("layers",),
+           ("double_stream_blocks", "single_stream_blocks"), ("visual_transformer_blocks",))
 
 
 @dataclass(frozen=True)
@@ -118,8 +126,8 @@ class FamilyBundle:
 
     @property
     def has_dit_replace(self) -> bool:
-        """Whether the family's forward consults ``patches_replace["dit"]`` (else: generic fallback)."""
-        return self.family in DIT_FAMILIES
+        """Whether the family's blocks can be replaced through ``patches_replace["dit"]`` (else: generic fallback)."""
+        return self.family in DIT_FAMILIES or self.family in BLOCK_FAMILIES_2026
 
     def empty_latent(self, batch: int = 1, hw: int | None = None, frames: int | None = None) -> torch.Tensor:
         """An empty latent of ``batch`` items, fixed up the way ``common_ksampler`` does.
@@ -129,7 +137,8 @@ class FamilyBundle:
         shape = self.latent_shape if hw is None and frames is None else latent_shape(
             self.family, self.size, hw=hw, frames=frames)
         raw = torch.zeros((batch,) + tuple(shape[1:]))
-        return comfy.sample.fix_empty_latent_channels(self.patcher, raw)
+        nested = t26.with_audio(self.family, raw, SIZES[self.size])   # LTX-2's video + audio latent
+        return nested if nested is not None else comfy.sample.fix_empty_latent_channels(self.patcher, raw)
 
     def last_block(self) -> torch.nn.Module:
         return stack_blocks(self.diffusion_model)[-1][2]
@@ -237,6 +246,7 @@ _CONFIGS: dict[str, Callable[[Size], dict]] = {
     "sd3": _sd3_config,
     "sd15": _sd15_config,
 }
+_CONFIGS.update({name: (lambda s, f=f: f.unet_config(s, _CONFIGS)) for name, f in t26.FAMILIES.items()})
 
 
 def _dit_class(unet_config: dict) -> type:
@@ -307,6 +317,9 @@ def _randn(shape: tuple[int, ...], seed: int) -> torch.Tensor:
 def make_conditioning(family: str, size: str = "tiny", seed: int = 1) -> list:
     """Seeded ``[[context, extras]]`` with the shapes the family's text encoder would produce."""
     s = SIZES[size]
+    spec = t26.FAMILIES.get(family)
+    if spec is not None:
+        return [[_randn((1, s.tokens, spec.text_width(s)), seed), spec.extras(s, seed)]]
     width = {"qwen_image": 3584, "lumina2": 2304, "sd15": 768}.get(family, 4096)
     context = _randn((1, s.tokens, width), seed)
     extras: dict[str, Any] = {}
@@ -335,6 +348,8 @@ def latent_shape(family: str, size: str = "tiny", hw: int | None = None,
     s = SIZES[size]
     side = s.latent_hw if hw is None else hw
     t = s.frames if frames is None else frames
+    if family in t26.FAMILIES:
+        return t26.FAMILIES[family].latent(dataclasses.replace(s, latent_hw=side, frames=t), t)
     if family in ("hunyuan_video", "wan21"):
         return (1, 16, t, side, side)                  # EmptyHunyuanLatentVideo
     if family == "wan22_5b":
@@ -349,8 +364,9 @@ def latent_shape(family: str, size: str = "tiny", hw: int | None = None,
 # ------------------------------------------------------------------------------------------------ build
 
 def _model_config(family: str, s: Size):
+    t26.require(family, COMFY_VERSION)
     unet_config = _CONFIGS[family](s)
-    if "image_model" in unet_config:
+    if "image_model" in unet_config and family not in t26.FAMILIES:   # 2026 configs name only what hosts have
         unet_config = fit_to_host(unet_config)
     config = comfy.model_detection.model_config_from_unet_config(unet_config)
     if config is None or type(config).__name__ != CONFIG_NAMES[family]:
