@@ -183,7 +183,7 @@ def plot(cells: list[dict], path: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(cells), figsize=(4.2 * len(cells), 3.6), squeeze=False)
     for ax, cell in zip(axes[0], cells):
         op = chosen_operator(cell)
-        series = [("OTCache", "default", "OTCache (defaults)", "C3"), ("uniform", op, f"uniform, {op}", "C0"),
+        series = [("OTCache", "default", "OTCache (defaults)", "C3"), ("uniform", op, "uniform, same operator", "C0"),
                   ("uniform", "output", "uniform, output", "C7"), ("Apply, nothing connected", "default",
                                                                     "Apply alone", "C2")]
         for method, operator, label, colour in series:
@@ -194,7 +194,7 @@ def plot(cells: list[dict], path: Path) -> Path | None:
             pts = sorted((cell["steps"] / r["computed"], r["psnr"]) for r in cell["rows"] if r["method"] == m)
             if pts:
                 ax.plot(*zip(*pts), "s--", label=m, color=colour)
-        ax.set_title(f"{cell['family']}, N={cell['steps']}", fontsize=9)
+        ax.set_title(f"{cell['family']}, N={cell['steps']} (reuse: {op})", fontsize=9)
         ax.set_xlabel("N / K (less transformer work)")
         ax.set_ylabel("PSNR vs uncached (dB)")
         ax.grid(alpha=0.3)
