@@ -39,7 +39,7 @@ from .judge import Judge
 from .lpips_weights import node_metric
 from .preview import plot_payload, ui_output
 from .provenance import model_hash, run_provenance
-from .reuse_choice import AUTO, DEFAULT, operator_for
+from .reuse_choice import AUTO, DEFAULT, ladder_operators, operator_for
 from .run_sampling import Progress, SamplerSettings, run_sigmas, uncached
 from .schedule_files import clean_name, plain_name, user_folder
 from .schedule_nodes import CalibrationType, ScheduleType
@@ -187,7 +187,8 @@ def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds:
         anchor = anchor.with_provenance(metric_warning=metric.warning)
     checked = ""
     if validate:
-        anchor, checked = _with_ladder(anchor, judge, reference, calibration, op, progress)
+        operators = ladder_operators(reuse, gamma, reference)
+        anchor, checked = _with_ladder(anchor, judge, reference, calibration, operators, progress)
     summary = {"best_score": anchor.provenance["score"], "trials": anchor.provenance["trials"],
                "metric": metric.name, "warning": metric.warning, "study": anchor.provenance["study"],
                "storage": anchor.provenance["storage"], "budget": k, "steps": n, "pairs": len(pairs),
@@ -217,12 +218,12 @@ def _study_context(s: SamplerSettings, pairs: list, op: Any, prov: dict, referen
 
 
 def _with_ladder(anchor: Schedule, judge: Judge, reference: Schedule, calibration: CalibrationData | None,
-                 op: Any, progress: Progress) -> tuple[Schedule, str]:
+                 operators: list, progress: Progress) -> tuple[Schedule, str]:
     """The anchor with its validation ladder over every budget up to the reference, and a one-line summary."""
     n = anchor.num_steps
     ref_n = reference if reference.num_steps == n else retarget(reference, n)
-    progress.set(0, ladder.calls(ref_n, anchor, len(judge.pairs)))
-    steps = ladder.build(judge, ref_n, anchor, calibration, op, progress.step)
+    progress.set(0, ladder.calls(ref_n, anchor, len(judge.pairs), len(operators)))
+    steps = ladder.build(judge, ref_n, anchor, calibration, operators, progress.step)
     checked = ladder.summary(steps)
     log.info("[OTCache] Anchor Search: %s", checked)
     return anchor.with_provenance(ladder=steps), checked

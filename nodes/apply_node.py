@@ -22,8 +22,9 @@ log = logging.getLogger("otcache")
 
 ScheduleType = io.Custom("OTCACHE_SCHEDULE")
 REUSE_TOOLTIP = (
-    "What a skipped step reuses. auto: the operator OTCache Calibrate measured best for this model (stored in "
-    f"the schedule), else {DEFAULT.label()} (the best on most cells of the in-host benchmark). residual: the "
+    "What a skipped step reuses. auto: the operator measured best for this model at this budget (stored in "
+    f"the schedules by Calibrate and Anchor Search), else {DEFAULT.label()} (the best on most cells of the "
+    "in-host benchmark). residual: the "
     "cached block residual on the step's own input, embedders and output head run; output: the whole cached "
     "model output (nothing runs); omnicache: the block residual extrapolated from the last two computed "
     "steps by gamma. Which is best depends on the model: the benchmark measured 5-8 dB between them.")
@@ -77,7 +78,7 @@ class OTCacheApply(io.ComfyNode):
                 if value is not None and not isinstance(value, Schedule):
                     raise OTCacheError(f"the {name} input must be an OTCACHE_SCHEDULE, got {type(value).__name__}")
             source = ScheduleSource(reference, anchor, budget_mode, float(speedup), int(compute_steps))
-            op, why = operator_for(reuse, float(gamma), reference, anchor)
+            op, why = operator_for(reuse, float(gamma), reference, anchor, budget=source.connected_budget())
             patched, cfg = install(model, source, PatchOptions(op.reuse, op.gamma, cache_device))
         except OTCacheError as e:
             raise ValueError(f"OTCache Apply: {e}") from None

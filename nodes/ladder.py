@@ -6,13 +6,15 @@ at one budget while winning by 5-6 dB at its neighbours (with an extrapolating r
 pattern matters). So after the anchor search, at every budget strictly between the two, three instant
 candidates are sampled on the calibration pairs with the deployed operator -- the interpolation, the graph
 search's optimum at that budget (from the calibration's weights) and a uniform schedule -- and the best is
-recorded per budget in the anchor (``transport.ladder_steps`` reads it). OTCache Apply then stays a table
+recorded per budget in the anchor (``transport.ladder_steps`` reads it). When Calibrate measured another
+operator best on the reference than the one the anchor was searched with, each candidate is sampled with
+both, and the entry records the winning pair (``reuse_choice.measured_at`` reads the operator). OTCache Apply then stays a table
 lookup: no model call when the slider moves, and never a budget where a measured rival was better.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..otcache_engine import Schedule
 from ..otcache_engine.baselines import uniform_k
@@ -25,9 +27,10 @@ def budgets(reference: Schedule, anchor: Schedule) -> range:
     return range(anchor.budget + 1, reference.budget)
 
 
-def calls(reference: Schedule, anchor: Schedule, pairs: int) -> int:
-    """Model calls of :func:`build` at most (three candidates per budget, fewer when two coincide)."""
-    return 3 * pairs * sum(budgets(reference, anchor))
+def calls(reference: Schedule, anchor: Schedule, pairs: int, operators: int = 1) -> int:
+    """Model calls of :func:`build` at most (three candidates per budget and operator, fewer when two
+    coincide)."""
+    return 3 * operators * pairs * sum(budgets(reference, anchor))
 
 
 def candidates(reference: Schedule, anchor: Schedule, calibration: Any, budget: int) -> dict[str, Schedule]:
@@ -46,20 +49,24 @@ def candidates(reference: Schedule, anchor: Schedule, calibration: Any, budget: 
     return distinct
 
 
-def build(judge: Judge, reference: Schedule, anchor: Schedule, calibration: Any, op: Operator,
+def build(judge: Judge, reference: Schedule, anchor: Schedule, calibration: Any, operators: Sequence[Operator],
           on_call: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
-    """The ladder: per budget, the measured best candidate, its steps and every candidate's error."""
+    """The ladder: per budget, the measured best candidate and operator, its steps and every candidate's
+    error with that operator (the others' under ``by_reuse`` when there are several)."""
     if reference.num_steps != anchor.num_steps:
         raise OTCacheError("the ladder needs the reference and the anchor on the same step count")
     entries = {}
     for k in budgets(reference, anchor):
-        errors = {}
         cands = candidates(reference, anchor, calibration, k)
-        for name, s in cands.items():
-            errors[name] = judge.mean(s, op, lambda s=s: on_call(s.budget))
-        best = min(errors, key=errors.get)
-        entries[str(k)] = {"steps": list(cands[best].compute_steps), "source": best, "errors": errors}
-    return {"num_steps": reference.num_steps, "reuse": op.as_dict(), "metric": judge.metric.name,
+        table = {op: {name: judge.mean(s, op, lambda s=s: on_call(s.budget)) for name, s in cands.items()}
+                 for op in operators}
+        op, best = min(((op, name) for op, errors in table.items() for name in errors),
+                       key=lambda pair: table[pair[0]][pair[1]])
+        entries[str(k)] = {"steps": list(cands[best].compute_steps), "source": best, "errors": table[op],
+                           "reuse": op.as_dict()}
+        if len(operators) > 1:
+            entries[str(k)]["by_reuse"] = {o.label(): errors for o, errors in table.items()}
+    return {"num_steps": reference.num_steps, "reuse": operators[0].as_dict(), "metric": judge.metric.name,
             "entries": entries}
 
 

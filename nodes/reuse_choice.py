@@ -8,13 +8,20 @@ calibration runs, whose final latents are the uncached references, so no extra u
 
 Operators are scored on two schedules, the reference and the graph's schedule at the anchor's budget, so
 the choice holds across the range the method interpolates over; errors are averaged in log space (a 2x
-error counts the same at every budget).
+error counts the same at every budget). That one operator is what the anchor is searched with. The best
+operator can change with the budget, though (in the in-host benchmark, Wan 2.1 at 30 steps: output reuse
+best on average, gamma-1 extrapolation 14 dB better at the reference's budget and above), so ``auto``
+follows what was measured where it was measured (:func:`measured_at`): at or above the reference's budget
+the operator best on the reference itself; in between, the validation ladder's winner, which samples the
+schedules Apply will run with both operators. Interpolating the two probes' errors instead was measured
+and rejected: the low probe (a graph schedule) favours output reuse where the anchor, searched with
+gamma-1 extrapolation, does better with it (-7 to -8 dB on Flux at N/4-N/5).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -22,6 +29,7 @@ from ..otcache_engine import Schedule
 from ..otcache_engine.baselines import uniform_k
 from ..otcache_engine.errors import OTCacheError
 from ..otcache_engine.graph_search import reference_schedule
+from ..otcache_engine.transport import ladder_entry
 from ..otcache_engine.metrics import Perceptual, latent_rel_l1
 from .judge import Judge, Operator
 
@@ -29,6 +37,7 @@ from .judge import Judge, Operator
 # (omnicache at gamma 1 in the block-residual space; plain residual reuse was last on every model there).
 DEFAULT = Operator("omnicache", 1.0)
 AUTO = "auto"
+AT_REFERENCE = "reuse_at_reference"   # provenance: the operator measured best on the reference schedule itself
 CANDIDATES: tuple[Operator, ...] = (Operator("residual"), Operator("output"), Operator("omnicache", 0.5),
                                     Operator("omnicache", 0.75), Operator("omnicache", 1.0))
 LATENT = Perceptual("latent-rel-l1", "latent", latent_rel_l1)
@@ -42,29 +51,62 @@ class Choice:
     reference: Schedule
     operator_errors: dict[str, float]
     reference_errors: dict[str, float]
+    at_reference: Operator | None = None
 
     def provenance(self) -> dict[str, Any]:
-        return {"reuse": self.operator.reuse, "gamma": self.operator.gamma,
-                "reuse_errors": self.operator_errors, "reference_check": self.reference_errors}
+        out = {"reuse": self.operator.reuse, "gamma": self.operator.gamma,
+               "reuse_errors": self.operator_errors, "reference_check": self.reference_errors}
+        if self.at_reference is not None:
+            out[AT_REFERENCE] = self.at_reference.as_dict()
+        return out
+
+
+def as_operator(record: Any) -> Operator | None:
+    """An operator recorded as ``{"reuse": ..., "gamma": ...}`` (a schedule's provenance, a ladder entry)."""
+    if not isinstance(record, Mapping):
+        return None
+    reuse, gamma = record.get("reuse"), record.get("gamma", 0.5)
+    if reuse in {op.reuse for op in CANDIDATES} and isinstance(gamma, (int, float)) and not isinstance(gamma, bool):
+        return Operator(str(reuse), float(gamma))
+    return None
 
 
 def recorded(*schedules: Schedule | None) -> Operator | None:
     """The operator a schedule's calibration measured (the first schedule that records one)."""
-    for s in schedules:
-        if s is None:
-            continue
-        reuse, gamma = s.provenance.get("reuse"), s.provenance.get("gamma", 0.5)
-        if reuse in {op.reuse for op in CANDIDATES} and isinstance(gamma, (int, float)):
-            return Operator(str(reuse), float(gamma))
-    return None
+    return next((op for op in (as_operator(s.provenance) for s in schedules if s is not None) if op), None)
 
 
-def operator_for(reuse: str, gamma: float, *schedules: Schedule | None) -> tuple[Operator, str]:
-    """The operator to run with, and where it came from: an explicit choice, or for ``auto`` the measured
-    one of the schedules, else :data:`DEFAULT`."""
+def measured_at(budget: int, reference: Schedule | None, anchor: Schedule | None) -> tuple[Operator, str] | None:
+    """The operator measured best at ``budget`` (K of the reference's steps), where one was measured there."""
+    if reference is None:
+        return None
+    if budget >= reference.budget:
+        op = as_operator(reference.provenance.get(AT_REFERENCE))
+        if op is not None:
+            return op, "measured by Calibrate on the reference"
+    entry = ladder_entry(anchor, reference.num_steps, budget) if anchor is not None else None
+    op = as_operator(entry.get("reuse")) if entry is not None else None
+    return (op, f"measured by the validation ladder at K={budget}") if op is not None else None
+
+
+def ladder_operators(reuse: str, gamma: float, reference: Schedule) -> list[Operator]:
+    """What the validation ladder samples with: the anchor's operator, and with ``auto`` also the one
+    measured best on the reference when that differs."""
+    op, _ = operator_for(reuse, gamma, reference)
+    at_ref = as_operator(reference.provenance.get(AT_REFERENCE)) if reuse == AUTO else None
+    return [op] if at_ref is None or at_ref == op else [op, at_ref]
+
+
+def operator_for(reuse: str, gamma: float, reference: Schedule | None = None, anchor: Schedule | None = None,
+                 budget: int | None = None) -> tuple[Operator, str]:
+    """The operator to run with, and where it came from: an explicit choice, or for ``auto`` the one measured
+    best at ``budget`` (:func:`measured_at`), else the schedules' overall measured one, else :data:`DEFAULT`."""
     if reuse != AUTO:
         return Operator(reuse, float(gamma)), "chosen"
-    found = recorded(*schedules)
+    at = measured_at(budget, reference, anchor) if budget is not None else None
+    if at is not None:
+        return at
+    found = recorded(reference, anchor)
     if found is not None:
         return found, "measured by Calibrate"
     return DEFAULT, "default (nothing measured)"
@@ -86,8 +128,9 @@ def probe_schedules(data: Any, reference: Schedule, low_budget: int) -> list[Sch
 
 
 def calls(ref_budget: int, low_budget: int, pairs: int) -> int:
-    """Model calls of :func:`choose` (at most): every candidate on both probes, then two rival references."""
-    return pairs * (len(CANDIDATES) * (ref_budget + low_budget) + 2 * ref_budget)
+    """Model calls of :func:`choose` (at most): every candidate on both probes, two rival references, and
+    one operator on a rival that replaced the reference."""
+    return pairs * (len(CANDIDATES) * (ref_budget + low_budget) + 3 * ref_budget)
 
 
 def choose(model: Any, data: Any, reference: Schedule, low_budget: int,
@@ -114,7 +157,18 @@ def choose(model: Any, data: Any, reference: Schedule, low_budget: int,
     winner = min(ref_errors, key=ref_errors.get)
     chosen = reference if winner == "graph" else rivals[winner].replace(
         kind="reference", sigmas=reference.sigmas, max_gap=None, provenance=dict(reference.provenance))
-    return Choice(best, chosen.with_provenance(reference_source=winner), errors, ref_errors)
+    at_reference = _best_on(chosen, winner != "graph", table, best, ref_errors[winner], mean)
+    return Choice(best, chosen.with_provenance(reference_source=winner), errors, ref_errors, at_reference)
+
+
+def _best_on(chosen: Schedule, replaced: bool, table: dict[str, list[float]], best: Operator, best_error: float,
+             mean: Callable[[Schedule, Operator], float]) -> Operator:
+    """The operator best on the reference that will be used: the graph reference's winner, re-measured
+    against ``best`` (one more sampling of the pairs) when a rival replaced that reference."""
+    on_graph = min(CANDIDATES, key=lambda op: table[op.label()][0])
+    if not replaced or on_graph == best:
+        return on_graph
+    return on_graph if mean(chosen, on_graph) < best_error else best
 
 
 def _additive(data: Any, reference: Schedule) -> Schedule | None:

@@ -54,6 +54,14 @@ class ScheduleSource:
         """True when the schedule can only be made once the run's step count is known."""
         return not self.connected
 
+    def connected_budget(self) -> int | None:
+        """K of the schedule a connected source runs, in the reference's steps (None for the per-run
+        default): where Apply looks up the reuse operator measured at its budget."""
+        if self.reference is not None and self.anchor is not None:
+            return self.budget_for(self.reference.num_steps)
+        only = self.reference if self.reference is not None else self.anchor
+        return None if only is None else only.budget
+
     def budget_for(self, num_steps: int) -> int:
         if self.mode == "compute steps":
             if self.budget > num_steps:

@@ -165,6 +165,16 @@ def interpolate_many(anchors: Sequence[Schedule], budget: int, **kwargs: Any) ->
 LADDER_KEY = "ladder"
 
 
+def ladder_entry(anchor: Schedule, num_steps: int, budget: int) -> Mapping[str, Any] | None:
+    """What an anchor's validation ladder measured at ``budget`` for ``num_steps`` steps, if anything."""
+    ladder = anchor.provenance.get(LADDER_KEY)
+    if not isinstance(ladder, Mapping) or ladder.get("num_steps") != num_steps:
+        return None
+    entries = ladder.get("entries")
+    entry = entries.get(str(int(budget))) if isinstance(entries, Mapping) else None
+    return entry if isinstance(entry, Mapping) else None
+
+
 def ladder_steps(anchor: Schedule, num_steps: int, budget: int) -> tuple[tuple[int, ...], str] | None:
     """The measured schedule at ``budget`` that an anchor's validation ladder holds, and its source.
 
@@ -174,12 +184,8 @@ def ladder_steps(anchor: Schedule, num_steps: int, budget: int) -> tuple[tuple[i
     anchor's provenance). A ladder for another step count, or a malformed one, is ignored (None): the
     plain interpolation is then used.
     """
-    ladder = anchor.provenance.get(LADDER_KEY)
-    if not isinstance(ladder, Mapping) or ladder.get("num_steps") != num_steps:
-        return None
-    entry = (ladder.get("entries") or {}).get(str(int(budget))) if isinstance(ladder.get("entries"), Mapping) \
-        else None
-    if not isinstance(entry, Mapping):
+    entry = ladder_entry(anchor, num_steps, budget)
+    if entry is None:
         return None
     steps = entry.get("steps")
     if not isinstance(steps, (list, tuple)) or len(steps) != budget or not all(

@@ -81,6 +81,8 @@ def test_measure_chooses_the_operator_with_the_smallest_error_and_checks_the_ref
     assert set(p["reuse_errors"]) == labels
     chosen = reuse_choice.Operator(p["reuse"], p["gamma"]).label()
     assert p["reuse_errors"][chosen] == min(p["reuse_errors"].values())
+    at_ref = reuse_choice.as_operator(p[reuse_choice.AT_REFERENCE])     # best on the reference itself
+    assert at_ref in reuse_choice.CANDIDATES
     check = p["reference_check"]
     assert {"graph", "uniform"} <= set(check) and p["reference_source"] == min(check, key=check.get)
     assert ref.budget == 5 and ref.kind == "reference" and data.reference.compute_steps == ref.compute_steps
@@ -89,6 +91,7 @@ def test_measure_chooses_the_operator_with_the_smallest_error_and_checks_the_ref
     judge = reuse_choice.judge_for(flux.patcher, data)
     op = reuse_choice.Operator(p["reuse"], p["gamma"])
     assert judge.mean(ref, op) == pytest.approx(check[p["reference_source"]], rel=1e-5)
+    assert judge.mean(ref, at_ref) <= judge.mean(ref, op) * (1 + 1e-5)
 
 
 def test_a_graph_reference_that_loses_to_uniform_is_replaced(flux, monkeypatch):
@@ -113,6 +116,50 @@ def test_apply_auto_follows_the_measured_operator(flux):
     assert patched_config(patched).reuse.describe() == "residual"           # a hand choice wins
     patched = OTCacheApply.execute(flux.patcher, reference=uniform_k(N, 5)).args[0]
     assert patched_config(patched).reuse.describe() == "omnicache(gamma=1, residual)"   # nothing measured
+
+
+def test_apply_auto_takes_the_operator_measured_where_it_runs(flux):
+    """Calibrate measured output reuse best overall, gamma-1 extrapolation best on the reference (as on Wan 2.1
+    at 30 steps); the ladder measured an operator per budget in between."""
+    gamma1, output = {"reuse": "omnicache", "gamma": 1.0}, {"reuse": "output", "gamma": 0.5}
+    reference = uniform_k(N, 6).replace(kind="reference", provenance={**output,
+                                                                      reuse_choice.AT_REFERENCE: gamma1})
+    entries = {"4": {"steps": list(uniform_k(N, 4).compute_steps), "source": "uniform", "reuse": output},
+               "5": {"steps": list(uniform_k(N, 5).compute_steps), "source": "uniform", "reuse": gamma1}}
+    anchor = uniform_k(N, 3).replace(kind="anchor", provenance={**output, "ladder": {"num_steps": N,
+                                                                                     "entries": entries}})
+
+    def run(k: int, **inputs) -> tuple[str, str]:
+        out = OTCacheApply.execute(flux.patcher, reference=reference, anchor=anchor, budget_mode="compute steps",
+                                   compute_steps=k, **inputs)
+        return patched_config(out.args[0]).reuse.describe(), out.ui["otcache_schedule"][0]["note"]
+
+    assert run(6)[0].startswith("omnicache(gamma=1") and "on the reference" in run(6)[1]
+    assert run(8)[0].startswith("omnicache(gamma=1")                       # above the reference too
+    assert run(5)[0].startswith("omnicache(gamma=1") and "validation ladder at K=5" in run(5)[1]
+    assert run(4)[0] == "output" and run(3)[0] == "output"                 # ladder; the anchor's own budget
+    assert run(6, reuse="residual")[0].startswith("residual")              # a hand choice wins
+    only = OTCacheApply.execute(flux.patcher, reference=reference).args[0]   # the reference alone: its best
+    assert patched_config(only).reuse.describe().startswith("omnicache(gamma=1")
+
+
+def test_the_ladder_samples_both_operators_and_keeps_the_best_pair(flux, searched):
+    s, reference, calibration, anchor, summary = searched
+    op = reuse_choice.recorded(reference)
+    other = next(o for o in reuse_choice.CANDIDATES if o != op)
+    both = reference.with_provenance(**{reuse_choice.AT_REFERENCE: other.as_dict()})
+    operators = reuse_choice.ladder_operators("auto", 0.5, both)
+    assert operators == [op, other] and reuse_choice.ladder_operators("residual", 0.5, both) == \
+        [reuse_choice.Operator("residual", 0.5)]
+    judge = reuse_choice.judge_for(flux.patcher, calibration)
+    calls = []
+    lad = ladder.build(judge, both, anchor, calibration, operators, calls.append)
+    assert 0 < sum(calls) <= ladder.calls(both, anchor, len(judge.pairs), 2)   # computed steps, as announced
+    for entry in lad["entries"].values():
+        table = entry["by_reuse"]
+        assert set(table) == {op.label(), other.label()}
+        assert entry["errors"] == table[reuse_choice.as_operator(entry["reuse"]).label()]
+        assert entry["errors"][entry["source"]] == min(e for errors in table.values() for e in errors.values())
 
 
 @pytest.fixture(scope="module")
