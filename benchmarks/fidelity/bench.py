@@ -73,6 +73,7 @@ class Row:
     ssim_min: float
     seconds: float                  # sampling time of the held-out pairs (batched unless per pair)
     note: str = ""
+    ran_with: str = ""              # the reuse operator 'auto' ran with (default rows), as op_label writes it
 
 
 @dataclass
@@ -117,12 +118,21 @@ class Scorer:
                 "ssim_min": float(np.min(ss)), "computed": computed}, seconds
 
 
-def _row(scorer: Scorer, method: str, op: str, k: int, patched: Any, per_pair: bool = False, note: str = "") -> Row:
+def _row(scorer: Scorer, method: str, op: str, k: int, patched: Any, per_pair: bool = False, note: str = "",
+         ran_with: str = "") -> Row:
     m, seconds = scorer.score(patched, per_pair)
-    row = Row(method, op, k, m["computed"], m["psnr"], m["psnr_min"], m["ssim"], m["ssim_min"], seconds, note)
+    row = Row(method, op, k, m["computed"], m["psnr"], m["psnr_min"], m["ssim"], m["ssim_min"], seconds, note,
+              ran_with)
     log.warning("  %-28s %-20s K=%2d (ran %.1f)  PSNR %.2f (min %.2f)  SSIM %.4f", method, op, k, row.computed,
                 row.psnr, row.psnr_min, row.ssim)
     return row
+
+
+def auto_operator(reference: Any, anchor: Any, k: int) -> str:
+    """The operator OTCache Apply's ``auto`` runs at K (the same lookup Apply makes)."""
+    from otcache_pack.nodes.reuse_choice import AUTO, operator_for
+
+    return operator_for(AUTO, 0.5, reference, anchor, budget=k)[0].label()
 
 
 def op_label(reuse: str, gamma: float) -> str:
@@ -215,7 +225,8 @@ def run_cell(setup: setups.Setup, steps: int, trials: int, with_direct: bool = T
     ks = budgets(steps)
     for k in ks:
         common = {"reference": reference, "anchor": anchor, "budget_mode": "compute steps", "compute_steps": k}
-        cell.rows.append(_row(scorer, "OTCache", "default", k, pipeline.apply(model, **common)))
+        cell.rows.append(_row(scorer, "OTCache", "default", k, pipeline.apply(model, **common),
+                              ran_with=auto_operator(reference, anchor, k)))
         cell.rows.append(_row(scorer, "Apply, nothing connected", "default", k,
                               pipeline.apply(model, speedup=steps / k)))
         for reuse, gamma in OPERATORS:

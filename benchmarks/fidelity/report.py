@@ -36,7 +36,7 @@ def chosen_operator(cell: dict) -> str:
 def cell_table(cell: dict) -> list[str]:
     n = cell["steps"]
     lines = [f"#### {TITLES.get(cell['family'], cell['family'])}, N = {n}", "",
-             f"Calibrate chose reuse **{chosen_operator(cell)}**; reference "
+             f"Calibrate chose reuse **{chosen_operator(cell)}** (`auto` ran: {operators_used(cell)}); reference "
              f"{cell['schedules']['reference']['provenance'].get('reference_source', 'graph')}, "
              f"K = {len(cell['schedules']['reference']['compute_steps'])}; anchor K = "
              f"{len(cell['schedules']['anchor']['compute_steps'])}. Uncached: "
@@ -70,14 +70,29 @@ def role(cell: dict, k: int) -> str:
     return f"ladder: {entry['source']}" if entry else "outside anchor..reference"
 
 
+def ran_with(cell: dict, row: dict) -> str:
+    """The operator a default row ran with (recorded by the bench; older files: the one Calibrate chose)."""
+    return row.get("ran_with") or chosen_operator(cell)
+
+
+def operators_used(cell: dict) -> str:
+    """'output' or, when 'auto' changed operator with the budget, e.g. 'output; omnicache(gamma=1) at K=12-18'."""
+    chosen, ot = chosen_operator(cell), rows_of(cell, "OTCache", "default")
+    other = sorted(k for k, r in ot.items() if ran_with(cell, r) != chosen)
+    if not other:
+        return chosen
+    labels = sorted({ran_with(cell, ot[k]) for k in other})
+    return f"{chosen}; {', '.join(labels)} at K={other[0]}-{other[-1]}"
+
+
 def targets(cell: dict) -> list[str]:
     """Each target of the method, measured in this cell."""
     n = cell["steps"]
     ot = rows_of(cell, "OTCache", "default")
-    op = chosen_operator(cell)
-    uni = rows_of(cell, "uniform", op)
     out = []
     for k, r in sorted(ot.items(), reverse=True):
+        op = ran_with(cell, r)
+        uni = rows_of(cell, "uniform", op)
         if k not in uni:
             continue
         gain = r["psnr"] - uni[k]["psnr"]
@@ -121,7 +136,7 @@ def best_simple(cell: dict, k: int) -> dict | None:
 
 def summary(cells: list[dict]) -> str:
     """The README's table: OTCache with defaults against uniform (same operator) and the simple caches."""
-    head = "| model, N | reuse chosen | " + " | ".join(RATIOS) + " |"
+    head = "| model, N | reuse (auto) | " + " | ".join(RATIOS) + " |"
     lines = ["OTCache with every default (PSNR in dB against the uncached images, mean over the 16 held-out "
              "pairs), and in brackets its gain over a **uniform schedule with the same reuse operator**:", "",
              head, "|---|---|" + "---:|" * len(RATIOS)]
@@ -129,11 +144,12 @@ def summary(cells: list[dict]) -> str:
               "LazyCache** at the same K (N/K ≥ 2.5; EasyCache / LazyCache: the sweep point nearest K):", "",
               "| model, N | " + " | ".join(RATIOS[2:]) + " |", "|---|" + "---:|" * (len(RATIOS) - 2)]
     for cell in cells:
-        n, op = cell["steps"], chosen_operator(cell)
-        ot, uni = rows_of(cell, "OTCache", "default"), rows_of(cell, "uniform", op)
-        row = [f"{cell['family']}, {n}", op]
+        n = cell["steps"]
+        ot = rows_of(cell, "OTCache", "default")
+        row = [f"{cell['family']}, {n}", operators_used(cell)]
         srow = [f"{cell['family']}, {n}"]
         for i, k in enumerate(budgets_of(n)):
+            uni = rows_of(cell, "uniform", ran_with(cell, ot[k])) if k in ot else {}
             if k in ot and k in uni:
                 row.append(f"{ot[k]['psnr']:.1f} ({ot[k]['psnr'] - uni[k]['psnr']:+.1f})")
             else:
@@ -182,19 +198,19 @@ def plot(cells: list[dict], path: Path) -> Path | None:
         return None
     fig, axes = plt.subplots(1, len(cells), figsize=(4.2 * len(cells), 3.6), squeeze=False)
     for ax, cell in zip(axes[0], cells):
-        op = chosen_operator(cell)
-        series = [("OTCache", "default", "OTCache (defaults)", "C3"), ("uniform", op, "uniform, same operator", "C0"),
-                  ("uniform", "output", "uniform, output", "C7"), ("Apply, nothing connected", "default",
-                                                                    "Apply alone", "C2")]
-        for method, operator, label, colour in series:
-            rs = rows_of(cell, method, operator)
-            ks = sorted(rs)
+        ot = rows_of(cell, "OTCache", "default")
+        same = {k: rows_of(cell, "uniform", ran_with(cell, r)).get(k) for k, r in ot.items()}
+        series = [("OTCache (defaults)", ot, "C3"), ("uniform, same operator", same, "C0"),
+                  ("uniform, output", rows_of(cell, "uniform", "output"), "C7"),
+                  ("Apply alone", rows_of(cell, "Apply, nothing connected", "default"), "C2")]
+        for label, rs, colour in series:
+            ks = sorted(k for k, r in rs.items() if r is not None)
             ax.plot([cell["steps"] / k for k in ks], [rs[k]["psnr"] for k in ks], "o-", label=label, color=colour)
         for m, colour in (("EasyCache", "C1"), ("LazyCache", "C4")):
             pts = sorted((cell["steps"] / r["computed"], r["psnr"]) for r in cell["rows"] if r["method"] == m)
             if pts:
                 ax.plot(*zip(*pts), "s--", label=m, color=colour)
-        ax.set_title(f"{cell['family']}, N={cell['steps']} (reuse: {op})", fontsize=9)
+        ax.set_title(f"{cell['family']}, N={cell['steps']} (reuse: {chosen_operator(cell)})", fontsize=9)
         ax.set_xlabel("N / K (less transformer work)")
         ax.set_ylabel("PSNR vs uncached (dB)")
         ax.grid(alpha=0.3)
