@@ -22,16 +22,14 @@ Writes ``weights/<family>_shapes.safetensors`` (the diffusion model's state dict
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import time
 from pathlib import Path
 
 import torch
 
 from . import codec, host, prompts, setups
 from otcache_pack.otcache_engine.toy import data
-from otcache_pack.otcache_engine.toy.train import ema_update, lr_at   # the toy model's schedule and EMA
+from otcache_pack.otcache_engine.toy.train import Loop, fit   # the toy model's optimisation loop
 
 
 def _keep_copy(t: torch.Tensor) -> torch.Tensor:
@@ -70,34 +68,16 @@ def train(setup: setups.Setup, steps: int, batch_size: int, lr: float, seed: int
     model = setups.new_model(setup)
     net = model.diffusion_model
     net.train()
-    ema = copy.deepcopy(net).requires_grad_(False)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
-    start, cpu0, losses, done = time.perf_counter(), time.process_time(), [], 0
-    for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, lr, warmup=min(200, steps // 10 + 1))
+
+    def loss_of_batch() -> torch.Tensor:
         images, labels = data.batch(batch_size, g)
-        loss = velocity_loss(model, setup, images, labels, g, setup.train_noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        ema_update(ema, net, decay=min(0.998, (1 + step) / (10 + step)))
-        losses.append(loss.item())
-        done = step + 1
-        elapsed = time.perf_counter() - start
-        if done % log_every == 0 or done == steps:
-            recent = sum(losses[-log_every:]) / len(losses[-log_every:])
-            print(f"[train {setup.name}] step {done}/{steps}  loss {recent:.4f}  {elapsed / 60:.1f} min wall, "
-                  f"{(time.process_time() - cpu0) / 60:.1f} min CPU", flush=True)
-        if elapsed > 60 * max_minutes:
-            print(f"[train {setup.name}] wall-time limit of {max_minutes} min reached at step {done}", flush=True)
-            break
-    record = {"steps_done": done, "steps_planned": steps, "batch_size": batch_size, "peak_lr": lr, "seed": seed,
-              "wall_minutes": round((time.perf_counter() - start) / 60, 2),
-              "cpu_minutes": round((time.process_time() - cpu0) / 60, 2), "threads": torch.get_num_threads(),
-              "final_loss": round(sum(losses[-200:]) / len(losses[-200:]), 5), "torch": torch.__version__,
-              "comfyui": host.COMFY_VERSION}
+        return velocity_loss(model, setup, images, labels, g, setup.train_noise)
+
+    loop = Loop(steps, lr, max_minutes, ema_cap=0.998, log_every=log_every, loss_window=200, tag=f"train {setup.name}")
+    ema, measured = fit(net, loss_of_batch, loop)
+    record = {"steps_done": measured["steps_done"], "steps_planned": steps, "batch_size": batch_size,
+              "peak_lr": lr, "seed": seed, **{k: v for k, v in measured.items() if k != "steps_done"},
+              "torch": torch.__version__, "comfyui": host.COMFY_VERSION}
     return ema.eval(), record
 
 

@@ -20,7 +20,9 @@ import copy
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -57,38 +59,66 @@ def ema_update(ema: ToyDiT, model: ToyDiT, decay: float) -> None:
         pe.lerp_(pm, 1 - decay)
 
 
+@dataclass(frozen=True)
+class Loop:
+    """The optimisation both trained models share (this toy DiT and the in-host fidelity models): AdamW,
+    warm-up then cosine, gradient clipping at 1, an EMA whose decay ramps up to ``ema_cap``, a log line
+    every ``log_every`` steps, and a wall-time safety stop."""
+
+    steps: int
+    lr: float
+    max_minutes: float
+    ema_cap: float
+    log_every: int = 50
+    loss_window: int = 100          # final_loss: the mean of the last this many losses
+    tag: str = "train"
+
+
+def fit(net: torch.nn.Module, loss_of_batch: Callable[[], torch.Tensor], loop: Loop) -> tuple[torch.nn.Module, dict]:
+    """Train ``net`` on ``loss_of_batch()`` (which draws its own batch); returns the EMA copy and what was
+    measured (steps done, wall and CPU minutes, threads, final loss)."""
+    ema = copy.deepcopy(net).requires_grad_(False)
+    opt = torch.optim.AdamW(net.parameters(), lr=loop.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    start, cpu0, losses, done = time.perf_counter(), time.process_time(), [], 0
+    for step in range(loop.steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, loop.steps, loop.lr, warmup=min(200, loop.steps // 10 + 1))
+        loss = loss_of_batch()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        ema_update(ema, net, decay=min(loop.ema_cap, (1 + step) / (10 + step)))
+        losses.append(loss.item())
+        done = step + 1
+        elapsed = time.perf_counter() - start
+        if done % loop.log_every == 0 or done == loop.steps:
+            recent = sum(losses[-loop.log_every:]) / len(losses[-loop.log_every:])
+            print(f"[{loop.tag}] step {done}/{loop.steps}  loss {recent:.4f}  {elapsed / 60:.1f} min wall, "
+                  f"{(time.process_time() - cpu0) / 60:.1f} min CPU", flush=True)
+        if elapsed > 60 * loop.max_minutes:
+            print(f"[{loop.tag}] wall-time limit of {loop.max_minutes} min reached at step {done}", flush=True)
+            break
+    tail = losses[-loop.loss_window:]
+    return ema, {"steps_done": done, "wall_minutes": round((time.perf_counter() - start) / 60, 2),
+                 "cpu_minutes": round((time.process_time() - cpu0) / 60, 2), "threads": torch.get_num_threads(),
+                 "final_loss": round(sum(tail) / len(tail), 5)}
+
+
 def train(steps: int, batch_size: int, lr: float, seed: int, max_minutes: float,
           config: ToyDiTConfig, log_every: int = 50) -> tuple[ToyDiT, dict]:
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     model = ToyDiT(config)
-    ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
-    start, cpu0, losses, done = time.perf_counter(), time.process_time(), [], 0
-    for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, lr, warmup=min(200, steps // 10 + 1))
+
+    def loss_of_batch() -> torch.Tensor:
         x0, y = data.batch(batch_size, g)
-        loss = flow_matching_loss(model, x0, y, g, p_uncond=0.1)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        ema_update(ema, model, decay=min(0.995, (1 + step) / (10 + step)))
-        losses.append(loss.item())
-        done = step + 1
-        elapsed = time.perf_counter() - start
-        if done % log_every == 0 or done == steps:
-            recent = sum(losses[-log_every:]) / len(losses[-log_every:])
-            cpu = (time.process_time() - cpu0) / 60
-            print(f"[train] step {done}/{steps}  loss {recent:.4f}  {elapsed / 60:.1f} min wall, "
-                  f"{cpu:.1f} min CPU", flush=True)
-        if elapsed > 60 * max_minutes:
-            print(f"[train] wall-time limit of {max_minutes} min reached at step {done}", flush=True)
-            break
-    record = {"steps_done": done, "steps_planned": steps, "batch_size": batch_size, "peak_lr": lr,
-              "seed": seed, "wall_minutes": round((time.perf_counter() - start) / 60, 2),
-              "cpu_minutes": round((time.process_time() - cpu0) / 60, 2), "threads": torch.get_num_threads(), "final_loss": round(sum(losses[-100:]) / len(losses[-100:]), 5),
+        return flow_matching_loss(model, x0, y, g, p_uncond=0.1)
+
+    ema, measured = fit(model, loss_of_batch, Loop(steps, lr, max_minutes, ema_cap=0.995, log_every=log_every))
+    record = {"steps_done": measured["steps_done"], "steps_planned": steps, "batch_size": batch_size,
+              "peak_lr": lr, "seed": seed, **{k: measured[k] for k in ("wall_minutes", "cpu_minutes", "threads",
+                                                                         "final_loss")},
               "torch": torch.__version__}
     return ema, record
 
