@@ -187,7 +187,7 @@ def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds:
         anchor = anchor.with_provenance(metric_warning=metric.warning)
     checked = ""
     if validate:
-        operators = ladder_operators(reuse, gamma, reference)
+        operators = ladder_operators(op, reuse, reference)
         anchor, checked = _with_ladder(anchor, judge, reference, calibration, operators, progress)
     summary = {"best_score": anchor.provenance["score"], "trials": anchor.provenance["trials"],
                "metric": metric.name, "warning": metric.warning, "study": anchor.provenance["study"],

@@ -108,6 +108,12 @@ class CalibrationData:
         except OTCacheError:
             return None
 
+    def widened_graph_schedule(self, budget: int) -> Schedule | None:
+        """The graph optimum at a low ``budget``, with the gap cap widened as far as that budget needs
+        (``ceil((N - 1) / (K - 1))``) when the calibrated one cannot reach it."""
+        need = math.ceil((self.num_steps - 1) / (budget - 1)) if budget > 1 else self.num_steps
+        return self.graph_schedule(budget, max(self.max_gap, need))
+
     def summary(self) -> dict[str, Any]:
         keep = ("error_mode", "objective", "max_gap", "seeds", "model_calls", "steps", "sampler", "scheduler")
         return {k: self.settings[k] for k in keep if k in self.settings} | {"calibration_id": self.id}

@@ -20,7 +20,7 @@ import weakref
 from typing import Any, Callable, Mapping
 
 from ..otcache_engine.errors import OTCacheError
-from .families import REGISTRY, FamilySpec
+from .families import FamilySpec
 
 COMPILE_KEY = "torch.compile"          # the key of TorchCompileModel's APPLY_MODEL wrapper
 KWARGS_KEY = "torch_compile_kwargs"     # where it keeps its settings in model_options
@@ -29,36 +29,29 @@ KWARGS_KEY = "torch_compile_kwargs"     # where it keeps its settings in model_o
 _BLOCKWISE: "weakref.WeakKeyDictionary[Callable, tuple[weakref.ref, Callable]]" = weakref.WeakKeyDictionary()
 
 
-def compile_wrappers(model_options: Mapping[str, Any], wrappers: Mapping[str, Any] | None = None) -> list:
-    """TorchCompileModel's APPLY_MODEL wrappers on a model (its patcher ``wrappers``) or in a run's options."""
-    import comfy.patcher_extension as pe
-
-    found = list((wrappers or {}).get(pe.WrappersMP.APPLY_MODEL, {}).get(COMPILE_KEY, []))
-    in_options = model_options.get("transformer_options", {}).get("wrappers", {})
-    found += [w for w in in_options.get(pe.WrappersMP.APPLY_MODEL, {}).get(COMPILE_KEY, []) if w not in found]
-    return found
-
-
-def is_compiled(model_options: Mapping[str, Any], wrappers: Mapping[str, Any] | None = None) -> bool:
-    return model_options.get(KWARGS_KEY) is not None or bool(compile_wrappers(model_options, wrappers))
-
-
 def check_compile(model_options: Mapping[str, Any], wrappers: Mapping[str, Any] | None, spec: FamilySpec) -> None:
     """A compiled model is cached with its blocks compiled; without a block stack that cannot be done."""
-    if is_compiled(model_options, wrappers) and not spec.block_caching:
-        raise OTCacheError(f"OTCache Apply can combine TorchCompileModel only with a block-cached model: "
-                           f"{spec.class_name} uses whole-model output reuse ({spec.reason}), and a model "
-                           "compiled whole would freeze the per-step decision; remove TorchCompileModel or "
-                           "OTCache Apply")
+    if spec.block_caching:
+        return
+    import comfy.patcher_extension as pe
+
+    in_options = model_options.get("transformer_options", {}).get("wrappers", {})
+    compiled = model_options.get(KWARGS_KEY) is not None or any(
+        where.get(pe.WrappersMP.APPLY_MODEL, {}).get(COMPILE_KEY) for where in (wrappers or {}, in_options))
+    if compiled:
+        raise _refusal(spec)
+
+
+def _refusal(spec: FamilySpec) -> OTCacheError:
+    return OTCacheError(f"OTCache Apply can combine TorchCompileModel only with a block-cached model: "
+                        f"{spec.class_name} uses whole-model output reuse ({spec.reason}), and a model "
+                        "compiled whole would freeze the per-step decision; remove TorchCompileModel or "
+                        "OTCache Apply")
 
 
 def block_keys(spec: FamilySpec) -> list[str]:
     """``get_model_object`` keys of the blocks the stack runs, e.g. ``diffusion_model.double_blocks.0``."""
-    family = next((f for f in REGISTRY if f.name == spec.name), None)
-    if family is None:
-        return []
-    attr = {kind: name for name, kind in family.lists}
-    return [f"diffusion_model.{attr[kind]}.{i}" for kind, i in spec.blocks]
+    return [f"diffusion_model.{spec.attr_of[kind]}.{i}" for kind, i in spec.blocks]
 
 
 def compile_blocks_for_run(run_options: dict, patcher: Any, spec: FamilySpec) -> bool:
@@ -70,7 +63,8 @@ def compile_blocks_for_run(run_options: dict, patcher: Any, spec: FamilySpec) ->
     whole = by_key.get(COMPILE_KEY)
     if not whole:
         return False
-    check_compile(run_options, None, spec)
+    if not spec.block_caching:
+        raise _refusal(spec)
     by_key[COMPILE_KEY] = [_blockwise(w, patcher, spec, run_options.get(KWARGS_KEY)) for w in whole]
     return True
 

@@ -103,6 +103,11 @@ class FamilySpec:
         return bool(self.blocks)
 
     @property
+    def attr_of(self) -> dict[str, str]:
+        """Replacement key -> the ModuleList attribute holding those blocks."""
+        return {kind: attr for attr, kind in self.lists}
+
+    @property
     def whole_output_at_apply(self) -> bool:
         """Whole-model reuse also sits at APPLY_MODEL: for models without block hooks (some have no
         DIFFUSION_MODEL wrapper either), and for several latent streams, which ComfyUI packs into one there."""

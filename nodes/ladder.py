@@ -13,7 +13,6 @@ lookup: no model call when the slider moves, and never a budget where a measured
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Sequence
 
 from ..otcache_engine import Schedule
@@ -38,7 +37,7 @@ def candidates(reference: Schedule, anchor: Schedule, calibration: Any, budget: 
     n = reference.num_steps
     found = {"ot": plain_interpolation(reference, anchor, budget)}
     if calibration is not None and calibration.num_steps == n:
-        graph = calibration.graph_schedule(budget, max(calibration.max_gap, math.ceil((n - 1) / (budget - 1))))
+        graph = calibration.widened_graph_schedule(budget)
         if graph is not None:
             found["graph"] = graph
     found["uniform"] = uniform_k(n, budget, force_last=reference.force_last)

@@ -139,7 +139,7 @@ def _add_block_patches(m: Any, cfg: OTCacheConfig, spec: FamilySpec, blocks: tup
     last = len(blocks) - 1
     joint = next((j for j in range(1, len(blocks)) if blocks[j - 1][0] == "double_block"
                   and blocks[j][0] == "single_block"), None)
-    dm, attr_of = m.get_model_object("diffusion_model"), {kind: attr for attr, kind in spec.lists}
+    dm, attr_of = m.get_model_object("diffusion_model"), spec.attr_of
     for j, (kind, i) in enumerate(blocks):
         original = (own_block(getattr(dm, attr_of[kind])[i], spec.block_args, spec.stream_key)
                     if spec.block_args else None)

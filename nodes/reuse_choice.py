@@ -19,7 +19,6 @@ gamma-1 extrapolation, does better with it (-7 to -8 dB on Flux at N/4-N/5).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -29,7 +28,7 @@ from ..otcache_engine import Schedule
 from ..otcache_engine.baselines import uniform_k
 from ..otcache_engine.errors import OTCacheError
 from ..otcache_engine.graph_search import reference_schedule
-from ..otcache_engine.transport import ladder_entry
+from ..otcache_engine.transport import ladder_entry, ladder_steps
 from ..otcache_engine.metrics import Perceptual, latent_rel_l1
 from .judge import Judge, Operator
 
@@ -84,15 +83,15 @@ def measured_at(budget: int, reference: Schedule | None, anchor: Schedule | None
         op = as_operator(reference.provenance.get(AT_REFERENCE))
         if op is not None:
             return op, "measured by Calibrate on the reference"
-    entry = ladder_entry(anchor, reference.num_steps, budget) if anchor is not None else None
-    op = as_operator(entry.get("reuse")) if entry is not None else None
+    n = reference.num_steps
+    ran = anchor is not None and ladder_steps(anchor, n, budget) is not None   # Apply runs this entry's steps
+    op = as_operator(ladder_entry(anchor, n, budget).get("reuse")) if ran else None
     return (op, f"measured by the validation ladder at K={budget}") if op is not None else None
 
 
-def ladder_operators(reuse: str, gamma: float, reference: Schedule) -> list[Operator]:
-    """What the validation ladder samples with: the anchor's operator, and with ``auto`` also the one
-    measured best on the reference when that differs."""
-    op, _ = operator_for(reuse, gamma, reference)
+def ladder_operators(op: Operator, reuse: str, reference: Schedule) -> list[Operator]:
+    """What the validation ladder samples with: the anchor's operator ``op``, and with ``auto`` also the
+    one measured best on the reference when that differs."""
     at_ref = as_operator(reference.provenance.get(AT_REFERENCE)) if reuse == AUTO else None
     return [op] if at_ref is None or at_ref == op else [op, at_ref]
 
@@ -123,7 +122,7 @@ def judge_for(model: Any, data: Any) -> Judge:
 
 def probe_schedules(data: Any, reference: Schedule, low_budget: int) -> list[Schedule]:
     """The reference and the graph's schedule at ``low_budget`` (uniform if the graph has none there)."""
-    low = data.graph_schedule(low_budget, max(data.max_gap, math.ceil((reference.num_steps - 1) / (low_budget - 1))))
+    low = data.widened_graph_schedule(low_budget)
     return [reference, low or uniform_k(reference.num_steps, low_budget, force_last=reference.force_last)]
 
 

@@ -35,13 +35,12 @@ from typing import Any
 
 from ..otcache_engine import Schedule, ScheduleError, strict_json
 from .preview import PreviewError, preview
-from .schedule_files import load_listed
+from .schedule_files import MAX_NAME, load_listed
 
 log = logging.getLogger(__name__)
 
 PREVIEW_PATH = "/otcache/preview"
 MAX_BODY_BYTES = 2 * 1024 * 1024  # two schedule files of the largest size schedule_io accepts
-MAX_NAME = 512
 PREVIEW_TIMEOUT = 15.0            # seconds; the largest valid request takes a few
 MAX_PENDING = 8
 _MARK = "_otcache_routes_registered"

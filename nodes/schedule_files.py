@@ -25,6 +25,7 @@ from ..otcache_engine.errors import ScheduleError
 FOLDER = "otcache"
 EXTENSIONS = {".json"}
 NAME_MAX = 100
+MAX_NAME = 512                           # longest name (with folders) a request may carry
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+-]*$")
 
 
@@ -108,7 +109,7 @@ def inside(path: Path, folders: list[str]) -> bool:
 
 def resolve_listed(name: str) -> Path:
     """The file behind a dropdown entry (relative to a registered folder), refusing any escape."""
-    if not isinstance(name, str) or not name or len(name) > 512 or os.path.isabs(name) or name.startswith(("/", "\\")):
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME or os.path.isabs(name) or name.startswith(("/", "\\")):
         raise ScheduleError(f"schedule {str(name)[:80]!r}: expected a file name from the list, not a path")
     parts = re.split(r"[\\/]+", name)
     if any(p in ("", ".", "..") or p.startswith(".") for p in parts):

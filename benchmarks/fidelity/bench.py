@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -171,7 +170,7 @@ def graph_rows(model: Any, scorer: Scorer, stage: pipeline.Stage, op: dict, ks: 
     local = pipeline.calibrate(model, stage, error_mode="local", measure=False)[1]
     for mode, data in (("local", local), ("hybrid", hybrid)):
         for k in ks:
-            g = data.graph_schedule(k, max(data.max_gap, math.ceil((stage.steps - 1) / (k - 1))))
+            g = data.widened_graph_schedule(k)
             if g is not None:
                 rows.append(_row(scorer, f"graph ({mode} error)", op_label(**op), k,
                                  pipeline.apply(model, reference=g, **op)))

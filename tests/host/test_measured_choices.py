@@ -148,9 +148,9 @@ def test_the_ladder_samples_both_operators_and_keeps_the_best_pair(flux, searche
     op = reuse_choice.recorded(reference)
     other = next(o for o in reuse_choice.CANDIDATES if o != op)
     both = reference.with_provenance(**{reuse_choice.AT_REFERENCE: other.as_dict()})
-    operators = reuse_choice.ladder_operators("auto", 0.5, both)
-    assert operators == [op, other] and reuse_choice.ladder_operators("residual", 0.5, both) == \
-        [reuse_choice.Operator("residual", 0.5)]
+    operators = reuse_choice.ladder_operators(op, "auto", both)
+    residual = reuse_choice.Operator("residual", 0.5)
+    assert operators == [op, other] and reuse_choice.ladder_operators(residual, "residual", both) == [residual]
     judge = reuse_choice.judge_for(flux.patcher, calibration)
     calls = []
     lad = ladder.build(judge, both, anchor, calibration, operators, calls.append)
