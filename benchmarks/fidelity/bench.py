@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from . import host, pipeline, prompts, sampling, setups
+from .report import budgets_of
 from .sampling import Pair
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,9 +51,8 @@ def held_out_pairs() -> tuple[Pair, ...]:
 
 
 def budgets(n: int) -> list[int]:
-    """K from N/1.7 to N/4, plus the anchor's own (N/5)."""
-    return sorted({round(n / 1.7), n // 2, round(n / 2.5), n // 3, round(n / 4), max(2, round(n / 5))},
-                  reverse=True)
+    """K from N/1.7 to N/4, plus the anchor's own (N/5): the report's columns."""
+    return sorted(set(budgets_of(n)), reverse=True)
 
 
 def intermediate(k_ref: int, k_anc: int) -> list[int]:
@@ -135,7 +135,10 @@ def auto_operator(reference: Any, anchor: Any, k: int) -> str:
 
 
 def op_label(reuse: str, gamma: float) -> str:
-    return f"omnicache(gamma={gamma:g})" if reuse == "omnicache" else reuse
+    """The operator's name as the pack writes it (the report matches rows on it)."""
+    from otcache_pack.nodes.judge import Operator
+
+    return Operator(reuse, gamma).label()
 
 
 def uniform(n: int, k: int) -> Any:

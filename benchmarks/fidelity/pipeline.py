@@ -91,9 +91,9 @@ class PassCounter:
     """Counts transformer passes (the first block's forward calls) while in use."""
 
     def __init__(self, model: Any):
-        dm = model.get_model_object("diffusion_model")
-        blocks = getattr(dm, "blocks", None) or getattr(dm, "double_blocks")
-        self.block: torch.nn.Module = blocks[0]
+        from tiny_models import stack_blocks   # tests/host: the block stack of every family
+
+        self.block: torch.nn.Module = stack_blocks(model.get_model_object("diffusion_model"))[0][2]
         self.passes = 0
         self._handle = None
 

@@ -28,6 +28,7 @@ def rows_of(cell: dict, method: str, operator: str | None = None) -> dict[int, d
 
 
 def chosen_operator(cell: dict) -> str:
+    """The operator Calibrate chose, named as ``judge.Operator.label`` names it (read from the JSON alone)."""
     p = cell["schedules"]["reference"]["provenance"]
     reuse, gamma = p.get("reuse"), p.get("gamma")
     return f"omnicache(gamma={gamma:g})" if reuse == "omnicache" else str(reuse)
@@ -98,9 +99,7 @@ def targets(cell: dict) -> list[str]:
         gain = r["psnr"] - uni[k]["psnr"]
         line = f"K={k} ({role(cell, k)}): {gain:+.2f} dB over uniform ({op})"
         if n / k >= 2.5:
-            rivals = [rows_of(cell, "uniform", "output").get(k)]
-            rivals += [nearest(cell, m, k) for m in ("EasyCache", "LazyCache")]
-            best = max((x for x in rivals if x is not None), key=lambda x: x["psnr"], default=None)
+            best = best_simple(cell, k)
             if best is not None:
                 line += f", {r['psnr'] - best['psnr']:+.2f} dB over the best simple cache ({best['method']} " \
                         f"{best['operator']}, {best['psnr']:.2f})"

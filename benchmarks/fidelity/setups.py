@@ -89,24 +89,13 @@ WAN21_PLAIN = dataclasses.replace(WAN21, name="wan21_plain", train_noise="plain"
 SETUPS = {s.name: s for s in (WAN21, WAN21_PLAIN, FLUX)}
 
 
-def host_config(unet_config: dict[str, Any]) -> dict[str, Any]:
-    """The config arguments this host's DiT class accepts (v0.33 added Flux fields v0.3.64 rejects)."""
-    import comfy.ldm.flux.model as flux
-
-    if unet_config.get("image_model") != "flux":
-        return dict(unet_config)
-    params = getattr(flux, "FluxParams", None)
-    if params is None or not dataclasses.is_dataclass(params):
-        return dict(unet_config)
-    accepted = {f.name for f in dataclasses.fields(params)} | {"image_model"}
-    return {k: v for k, v in unet_config.items() if k in accepted}
-
-
 def new_model(setup: Setup) -> Any:
     """A freshly initialised ComfyUI ``BaseModel`` of ``setup`` (float32, trainable), for training."""
     import comfy.model_detection
 
-    config = comfy.model_detection.model_config_from_unet_config(host_config(setup.unet_config))
+    from tiny_models import fit_to_host   # tests/host: the harness's own host feature detection
+
+    config = comfy.model_detection.model_config_from_unet_config(fit_to_host(setup.unet_config))
     if config is None or type(config).__name__ != setup.config_name:
         raise RuntimeError(f"{setup.name}: ComfyUI matched {type(config).__name__}, not {setup.config_name}")
     config.set_inference_dtype(torch.float32, None)

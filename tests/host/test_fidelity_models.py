@@ -11,6 +11,7 @@ COMFY_VERSION = require_comfy()
 
 import benchmarks.fidelity  # noqa: E402,F401
 from benchmarks.fidelity import codec, setups  # noqa: E402
+from benchmarks.fidelity.pipeline import PassCounter  # noqa: E402
 from benchmarks.fidelity.sampling import Pair, images, sample  # noqa: E402
 from otcache_pack.nodes.patcher import cached_model  # noqa: E402
 from otcache_pack.otcache_engine.baselines import uniform_k  # noqa: E402
@@ -49,12 +50,6 @@ def test_the_codec_is_exact():
 
 def test_the_pack_caches_the_loaded_model_with_exact_block_runs(loaded):
     setup, model = loaded
-    runs = []
-    dm = model.get_model_object("diffusion_model")
-    first = (getattr(dm, "blocks", None) or dm.double_blocks)[0]
-    handle = first.register_forward_pre_hook(lambda *a: runs.append(1))
-    try:
+    with PassCounter(model) as runs:
         out = sample(cached_model(model, uniform_k(STEPS, 3)), setup, [Pair(1, 0), Pair(5, 1)], STEPS)
-    finally:
-        handle.remove()
-    assert len(runs) == 3 and torch.isfinite(out).all()
+    assert runs.passes == 3 and torch.isfinite(out).all()
