@@ -15,12 +15,6 @@ find_comfy() {
   [ -d "$HOME/comfy/ComfyUI/comfy" ] && echo "$HOME/comfy/ComfyUI"
 }
 
-# The GGUF test loads its tiny file through the real ComfyUI-GGUF pack: $COMFYUI_GGUF_PATH, else a checkout
-# kept beside the hosts (~/comfy/custom_nodes_extra/ComfyUI-GGUF); without it that test skips and says why.
-if [ -z "${COMFYUI_GGUF_PATH:-}" ] && [ -f "$HOME/comfy/custom_nodes_extra/ComfyUI-GGUF/nodes.py" ]; then
-  export COMFYUI_GGUF_PATH="$HOME/comfy/custom_nodes_extra/ComfyUI-GGUF"
-fi
-
 status=0
 run_pytest() {  # venv, then pytest args
   local venv=$1; shift

@@ -6,7 +6,7 @@ four dimensions, so larger ones (Wan's patch-embedding convolution) are stored f
 ``comfy.gguf.orig_shape.<name>``, the key the pack's loader reads back.
 
 The pack (city96/ComfyUI-GGUF) is not ours and never part of this repository: it is found at
-``COMFYUI_GGUF_PATH`` or in the ComfyUI's ``custom_nodes`` folder, and imported the way ComfyUI imports a
+``COMFYUI_GGUF_PATH``, in the ComfyUI's ``custom_nodes`` folder or in ``~/comfy/custom_nodes_extra``, and imported the way ComfyUI imports a
 custom node (its folder as a package); ``find_gguf_pack`` says why when it is not there.
 """
 from __future__ import annotations
@@ -52,10 +52,12 @@ def write_gguf(state: dict[str, torch.Tensor], path: Path, arch: str = "wan") ->
 def find_gguf_pack(comfy_dir: Path) -> tuple[Path | None, str]:
     """The ComfyUI-GGUF folder, or None and why it cannot be used."""
     env = os.environ.get("COMFYUI_GGUF_PATH")
-    candidates = [Path(env).expanduser()] if env else [comfy_dir / "custom_nodes" / d for d in PACK_DIRS]
+    beside = Path.home() / "comfy" / "custom_nodes_extra"          # a checkout kept beside the hosts
+    candidates = [Path(env).expanduser()] if env else [root / d for root in (comfy_dir / "custom_nodes", beside)
+                                                        for d in PACK_DIRS]
     pack = next((c for c in candidates if (c / "nodes.py").is_file() and (c / "loader.py").is_file()), None)
     if pack is None:
-        where = f"COMFYUI_GGUF_PATH={env}" if env else f"{comfy_dir / 'custom_nodes'}"
+        where = f"COMFYUI_GGUF_PATH={env}" if env else f"{comfy_dir / 'custom_nodes'} and {beside}"
         return None, f"the ComfyUI-GGUF pack (city96/ComfyUI-GGUF) is not installed (looked in {where})"
     if importlib.util.find_spec("gguf") is None:
         return None, "the gguf library is not installed (pip install gguf)"
