@@ -23,21 +23,21 @@ def trial_seed(search_seed: int, number: int) -> int:
 
 
 class TrialSeededSampler(BaseSampler):
-    """Delegates each trial to a TPESampler seeded with :func:`trial_seed` (kept while the trial runs)."""
+    """Delegates each trial to a TPESampler seeded with :func:`trial_seed`, kept while the trial runs (one at a
+    time: each worker process optimises one trial after another with its own sampler)."""
 
     def __init__(self, search_seed: int, **tpe_options: Any):
         self.search_seed = int(search_seed)
         self.tpe_options = tpe_options
-        self._samplers: dict[int, BaseSampler] = {}
+        self._current: tuple[int, BaseSampler] | None = None
 
     def for_trial(self, number: int) -> BaseSampler:
-        sampler = self._samplers.get(number)
-        if sampler is None:
+        if self._current is None or self._current[0] != number:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 sampler = optuna.samplers.TPESampler(seed=trial_seed(self.search_seed, number), **self.tpe_options)
-            self._samplers = {number: sampler, **dict(list(self._samplers.items())[-3:])}
-        return sampler
+            self._current = (number, sampler)
+        return self._current[1]
 
     def infer_relative_search_space(self, study: Any, trial: Any) -> dict[str, Any]:
         return self.for_trial(trial.number).infer_relative_search_space(study, trial)
@@ -53,7 +53,7 @@ class TrialSeededSampler(BaseSampler):
 
     def after_trial(self, study: Any, trial: Any, state: Any, values: Sequence[float] | None) -> None:
         self.for_trial(trial.number).after_trial(study, trial, state, values)
-        self._samplers.pop(trial.number, None)
+        self._current = None
 
     def reseed_rng(self) -> None:
         """Nothing to reseed: every trial's stream is fixed by its number."""

@@ -44,7 +44,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .anchor_space import WARP_PIECES, AnchorConfig, params_for, suggest_steps, warm_starts
+from .anchor_space import AnchorConfig, params_for, suggest_steps, warm_starts
 from .errors import OTCacheError, ScheduleError
 from .heartbeat import ACTIVE, GRACE_PERIOD, HEARTBEAT_INTERVAL, Beat, carried_attrs, is_stale, owner
 from .schedule import Schedule
@@ -231,8 +231,8 @@ class _Objective:
 def make_study(cfg: AnchorConfig, storage: Any, name: str) -> Any:
     import optuna
     from .anchor_sampler import TrialSeededSampler
-    dim = (cfg.budget - 1 if cfg.force_last else cfg.budget) if cfg.kind == "gaps" else WARP_PIECES
-    sampler = TrialSeededSampler(cfg.seed, multivariate=True, n_startup_trials=max(10, 2 * dim), constant_liar=True)
+    sampler = TrialSeededSampler(cfg.seed, multivariate=True, n_startup_trials=max(10, 2 * cfg.dimension),
+                                 constant_liar=True)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=10, n_warmup_steps=0) if cfg.prune \
         else optuna.pruners.NopPruner()
     return optuna.create_study(study_name=name, storage=storage, direction="minimize", sampler=sampler,

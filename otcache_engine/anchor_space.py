@@ -76,6 +76,13 @@ class AnchorConfig:
             return self.param
         return "gaps" if self.budget <= MAX_GAP_PARAMS_K else "warp"
 
+    @property
+    def dimension(self) -> int:
+        """How many numbers a trial suggests: one gap fraction per gap, or the warp's pieces."""
+        if self.kind == "gaps":
+            return self.budget - 1 if self.force_last else self.budget
+        return WARP_PIECES
+
     def digest(self, context: Mapping[str, Any] | None = None) -> str:
         """Short hash of everything that changes the objective, so unlike searches never share a study."""
         key = {"N": self.num_steps, "K": self.budget, "L": self.gap, "last": self.force_last,
@@ -128,8 +135,7 @@ def params_for(steps: Sequence[int], cfg: AnchorConfig) -> dict[str, float]:
 def suggest_steps(trial: Any, cfg: AnchorConfig) -> tuple[int, ...]:
     """Ask the trial for its parameters and project them onto a feasible integer schedule."""
     if cfg.kind == "gaps":
-        count = cfg.budget - 1 if cfg.force_last else cfg.budget
-        r = [trial.suggest_float(f"r{k}", GAP_LOW, GAP_HIGH, log=True) for k in range(1, count + 1)]
+        r = [trial.suggest_float(f"r{k}", GAP_LOW, GAP_HIGH, log=True) for k in range(1, cfg.dimension + 1)]
         y = positions_from_gaps(r, cfg.num_steps, cfg.force_last)[:cfg.budget]
     else:
         z = [trial.suggest_float(f"z{m}", -WARP_LIMIT, WARP_LIMIT) for m in range(1, WARP_PIECES + 1)]

@@ -155,6 +155,3 @@ def magcache_schedule(ratios: Sequence[float] | CalibrationRun, num_steps: int |
     prov = {"source": "magcache", "threshold": thr, "k_max": k_max, "retention": ret, "quirk": bool(quirk)}
     return Schedule(num_steps=n, compute_steps=tuple(steps), kind="magcache", force_last=False,
                     sigmas=sigmas, provenance=prov)
-
-
-# --- TeaCache (dynamic, on a recorded signal) -------------------------------------

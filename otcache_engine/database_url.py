@@ -159,11 +159,7 @@ def connect_rdb(text: str, storage_kwargs: dict[str, Any]) -> tuple[Any, Any]:
     try:
         with advisory_lock(url, SCHEMA_LOCK):
             return _create(optuna.storages.RDBStorage, url, storage_kwargs), url
-    except StorageURLError:
-        raise
-    except (SQLAlchemyError, OSError) as e:
-        raise StorageURLError(f"cannot use the database storage {shown}: {_reason(e)}") from None
-    except RuntimeError as e:   # Optuna: a schema made by an incompatible Optuna version
+    except (SQLAlchemyError, OSError, RuntimeError) as e:   # RuntimeError: Optuna, a schema of another version
         raise StorageURLError(f"cannot use the database storage {shown}: {_reason(e)}") from None
 
 

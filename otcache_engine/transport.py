@@ -90,7 +90,7 @@ def path_cost(weights: np.ndarray, objective: str = "leximax") -> Cost:
 def interpolate(reference: Schedule, anchor: Schedule, budget: int, num_steps: int | None = None,
                 rule: str = "linear_k", coord: str = "index", max_gap: int | None = None,
                 sigmas: Sequence[float] | None = None, cost: Cost | None = None,
-                lambda_grid: Sequence[float] | None = None, notes: list[str] | None = None) -> Schedule:
+                lambda_grid: Sequence[float] | None = None, warn: bool = True) -> Schedule:
     """Schedule with ``budget`` computed steps between ``reference`` and ``anchor``.
 
     ``num_steps`` retargets both endpoints first (keeping their speedups);
@@ -98,8 +98,8 @@ def interpolate(reference: Schedule, anchor: Schedule, budget: int, num_steps: i
     reference's grid). ``rule="predicted_error"`` picks lambda on
     ``lambda_grid`` (default 0, 0.01, ..., 1) minimising ``cost`` (see
     ``path_cost``) of the projected schedule. What a caller should be told (a budget outside the two, a
-    raised gap cap) travels with the result, as ``provenance["warnings"]``; it is also appended to
-    ``notes`` when given, else raised as an ``OTCacheWarning``.
+    raised gap cap) travels with the result, as ``provenance["warnings"]``; with ``warn`` it is also raised
+    as an ``OTCacheWarning`` (for direct callers; the nodes read the provenance).
     """
     reference, anchor = _same_grid(reference, anchor, num_steps, sigmas)
     n = reference.num_steps
@@ -108,7 +108,8 @@ def interpolate(reference: Schedule, anchor: Schedule, budget: int, num_steps: i
     said: list[str] = []
     lam = _lambda(rule, budget, k_ref, k_anc, said)
     gap = _auto_gap(reference, anchor, budget, max_gap, said)
-    _tell(said, notes)
+    if warn:
+        _tell(said)
     if budget == n:
         steps: tuple[int, ...] = tuple(range(n))
     elif budget == 2 and reference.force_last:
@@ -137,7 +138,7 @@ def schedule_at(reference: Schedule, anchor: Schedule | None, budget: int) -> Sc
         return resample(reference, budget)
     measured = ladder_steps(anchor, reference.num_steps, budget)
     if measured is None:
-        return interpolate(reference, anchor, budget, num_steps=reference.num_steps, notes=[])
+        return interpolate(reference, anchor, budget, num_steps=reference.num_steps, warn=False)
     steps, source = measured
     return Schedule(reference.num_steps, steps, kind="interpolated", force_last=reference.force_last,
                     sigmas=reference.sigmas, provenance={**carried(reference), "budget": budget,
@@ -225,12 +226,9 @@ def _check_budget(budget: int, num_steps: int) -> None:
             f"budget K={budget} is out of range: at most num_steps={num_steps} steps can be computed")
 
 
-def _tell(said: list[str], notes: list[str] | None) -> None:
+def _tell(said: list[str]) -> None:
     for message in said:
-        if notes is None:
-            warnings.warn(message, OTCacheWarning, stacklevel=4)
-        else:
-            notes.append(message)
+        warnings.warn(message, OTCacheWarning, stacklevel=4)
 
 
 def _lambda(rule: str, budget: int, k_ref: int, k_anc: int, said: list[str]) -> float | None:
