@@ -157,7 +157,8 @@ def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds:
     base = uncached(model)
     sigmas = run_sigmas(base, s)
     n = sigmas.numel() - 1
-    k = _anchor_budget(reference, n, budget)
+    ref_n = reference if reference.num_steps == n else retarget(reference, n)   # the reference on this run
+    k = _anchor_budget(ref_n.budget, n, budget)
     key = model_hash(base)
     store = connect(resolve_storage(storage, key, n, k))   # URL, driver, server, journal: before any model call
     pairs, judged_on = judged_pairs(s, seeds, calibration, own_seeds)
@@ -188,7 +189,7 @@ def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds:
     checked = ""
     if validate:
         operators = ladder_operators(op, reuse, reference)
-        anchor, checked = _with_ladder(anchor, judge, reference, calibration, operators, progress)
+        anchor, checked = _with_ladder(anchor, judge, ref_n, calibration, operators, progress)
     summary = {"best_score": anchor.provenance["score"], "trials": anchor.provenance["trials"],
                "metric": metric.name, "warning": metric.warning, "study": anchor.provenance["study"],
                "storage": anchor.provenance["storage"], "budget": k, "steps": n, "pairs": len(pairs),
@@ -196,10 +197,8 @@ def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds:
     return anchor, summary
 
 
-def _anchor_budget(reference: Schedule, num_steps: int, budget: int) -> int:
+def _anchor_budget(ref_k: int, num_steps: int, budget: int) -> int:
     k = budget or default_anchor_budget(num_steps)
-    ref_k = reference.budget if reference.num_steps == num_steps else \
-        round(reference.budget * num_steps / reference.num_steps)
     if k >= ref_k:
         raise OTCacheError(f"anchor budget {k} must be below the reference's {ref_k} computed steps "
                            f"(the anchor is the extreme low end); lower it or use a richer reference")
@@ -217,11 +216,10 @@ def _study_context(s: SamplerSettings, pairs: list, op: Any, prov: dict, referen
             "calibration": calibration.id if calibration is not None else None}
 
 
-def _with_ladder(anchor: Schedule, judge: Judge, reference: Schedule, calibration: CalibrationData | None,
+def _with_ladder(anchor: Schedule, judge: Judge, ref_n: Schedule, calibration: CalibrationData | None,
                  operators: list, progress: Progress) -> tuple[Schedule, str]:
-    """The anchor with its validation ladder over every budget up to the reference, and a one-line summary."""
-    n = anchor.num_steps
-    ref_n = reference if reference.num_steps == n else retarget(reference, n)
+    """The anchor with its validation ladder over every budget up to the reference (on the anchor's steps),
+    and a one-line summary."""
     progress.set(0, ladder.calls(ref_n, anchor, len(judge.pairs), len(operators)))
     steps = ladder.build(judge, ref_n, anchor, calibration, operators, progress.step)
     checked = ladder.summary(steps)

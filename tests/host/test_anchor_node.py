@@ -163,6 +163,21 @@ def test_sqlite_url_storage_and_bad_inputs(flux, user_dir, tmp_path):
     assert A.default_anchor_budget(50) == 10 and A.default_anchor_budget(28) == 6
 
 
+def test_a_reference_of_another_step_count_is_carried_as_apply_carries_it(flux, user_dir):
+    """Reference K=3 of 6 on a 9-step run is K=5 (N/K kept, halves up, as Apply and the ladder round): an
+    anchor at K=4 is below it, and the ladder runs up to it."""
+    from otcache_pack.otcache_engine.warp import retarget
+
+    b, s, _, _ = flux
+    reference = Schedule(6, (0, 2, 5), kind="reference")
+    assert retarget(reference, 9).budget == 5
+    nine = SamplerSettings(9, 1.0, "euler", "simple", b.positive, b.negative, s.latent)
+    anchor, _ = A.anchor_search(b.patcher, nine, reference, seeds=[0], budget=4, trials=1, validate=False)
+    assert anchor.budget == 4 and anchor.num_steps == 9
+    with pytest.raises(A.OTCacheError, match="below the reference's 5 computed steps"):
+        A.anchor_search(b.patcher, nine, reference, seeds=[0], budget=5, trials=1, validate=False)
+
+
 def test_conditioning_changes_the_study(flux):
     b, s, _, _ = flux
     assert A.conditioning_id(b.positive, b.negative) == A.conditioning_id(b.positive, b.negative)
