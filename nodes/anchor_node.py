@@ -40,7 +40,7 @@ from .lpips_weights import node_metric
 from .preview import plot_payload, ui_output
 from .provenance import model_hash, run_provenance
 from .reuse_choice import AUTO, DEFAULT, ladder_operators, operator_for
-from .run_sampling import Progress, SamplerSettings, run_sigmas, uncached
+from .run_sampling import Progress, SamplerSettings, from_internal, run_sigmas, uncached
 from .schedule_files import clean_name, plain_name, user_folder
 from .schedule_nodes import CalibrationType, ScheduleType
 
@@ -130,10 +130,9 @@ def recorded_refs(model: Any, calibration: CalibrationData | None, pairs: list, 
     runs' final latents (decoded for an image metric), so no uncached run is sampled again."""
     if calibration is None or list(pairs) != list(calibration.pairs):
         return None
-    finals = [run.latents[-1] for run in calibration.runs]
     if metric.on == "latent" or vae is None:
-        return finals
-    return [vae.decode(model.model.process_latent_out(x.clone())).float().cpu() for x in finals]
+        return calibration.finals
+    return [vae.decode(from_internal(model, x)).float().cpu() for x in calibration.finals]
 
 
 # --- the search ----------------------------------------------------------------------------

@@ -67,6 +67,11 @@ class CalibrationData:
         return self.runs[0].num_steps
 
     @property
+    def finals(self) -> list:
+        """Each run's final latent (internal space): the uncached output of its pair, already sampled."""
+        return [run.latents[-1] for run in self.runs]
+
+    @property
     def max_gap(self) -> int:
         return int(self.settings.get("max_gap") or self.reference.max_gap or self.num_steps - 1)
 

@@ -117,7 +117,7 @@ def log_mean(values: Sequence[float]) -> float:
 
 def judge_for(model: Any, data: Any) -> Judge:
     """The calibration pairs, with their recorded final latents as the uncached references."""
-    return Judge(model, data.pairs, LATENT, refs=[run.latents[-1] for run in data.runs])
+    return Judge(model, data.pairs, LATENT, refs=data.finals)
 
 
 def probe_schedules(data: Any, reference: Schedule, low_budget: int) -> list[Schedule]:

@@ -102,6 +102,11 @@ def to_internal(model: Any, latent: torch.Tensor) -> torch.Tensor:
     return model.model.process_latent_in(latent.float().cpu()).float()
 
 
+def from_internal(model: Any, x: torch.Tensor) -> torch.Tensor:
+    """The sampler's latent of an internal-space tensor (a copy: ComfyUI may scale in place)."""
+    return model.model.process_latent_out(x.clone())
+
+
 def tail_sample(model: Any, s: SamplerSettings, x_internal: torch.Tensor, sigmas: torch.Tensor, seed: int,
                 on_step: Callable[[], None] | None = None) -> torch.Tensor:
     """Restart sampling from internal state ``x_internal`` at ``sigmas[0]`` and run the remaining steps.
