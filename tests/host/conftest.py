@@ -66,3 +66,12 @@ def progress_events(comfy_version: str):
     comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: events.append((value, total)))
     yield events
     comfy.utils.set_progress_bar_global_hook(previous)
+
+
+@pytest.fixture
+def user_dir(comfy_version: str, tmp_path, monkeypatch):
+    """ComfyUI's user directory moved into the test's own folder (studies, schedules saved there)."""
+    import folder_paths
+
+    monkeypatch.setattr(folder_paths, "get_user_directory", lambda: str(tmp_path / "user"))
+    return tmp_path / "user"

@@ -42,12 +42,6 @@ def flux():
     return b, s, reference, calibration
 
 
-@pytest.fixture
-def user_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(folder_paths, "get_user_directory", lambda: str(tmp_path / "user"))
-    return tmp_path / "user"
-
-
 def finished(study):
     return [t for t in study.trials if t.state.is_finished() and t.state.name != "FAIL"]
 

@@ -30,12 +30,6 @@ def flux():
     return tiny_models.build("flux")
 
 
-@pytest.fixture
-def user_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(folder_paths, "get_user_directory", lambda: str(tmp_path / "user"))
-    return tmp_path / "user"
-
-
 def settings(b, steps: int = N) -> SamplerSettings:
     return SamplerSettings(steps, 1.0, "euler", "simple", b.positive, b.negative, {"samples": b.empty_latent()})
 
