@@ -15,7 +15,6 @@ Run:  .venv/bin/python benchmarks/bench_anchor_workers.py [--workers 1 3] [--tri
 from __future__ import annotations
 
 import argparse
-import collections
 import multiprocessing
 import os
 import sys
@@ -31,9 +30,6 @@ import pg_server  # noqa: E402
 
 
 def run(server, workers: int, trials: int, model_seconds: float, folder: Path) -> dict:
-    import optuna
-    from otcache_engine.anchor_search import open_storage
-
     url = server.create_database(f"bench{workers}_{int(time.time() * 1000) % 10**8}")
     os.environ.update(OTCACHE_MODEL_SECONDS=str(model_seconds), OPENBLAS_NUM_THREADS="1")
     ctx = multiprocessing.get_context("spawn")
@@ -45,12 +41,9 @@ def run(server, workers: int, trials: int, model_seconds: float, folder: Path) -
     for p in procs:
         p.join()
     wall = time.perf_counter() - start
-    storage = open_storage(url)
-    (summary,) = optuna.get_all_study_summaries(storage)
-    all_trials = optuna.load_study(study_name=summary.study_name, storage=storage).trials
+    all_trials = W.load(url).trials
     finished = [t for t in all_trials if t.state.name in ("COMPLETE", "PRUNED")]
-    seen = collections.Counter(line.rsplit(" ", 1)[0].split(" ", 1)[1] + "|" + line.rsplit(" ", 1)[1]
-                               for log in logs for line in log.read_text().splitlines())
+    seen = W.evaluations(logs)
     return {"workers": workers, "trials": len(finished),
             "distinct": len({tuple(t.user_attrs["schedule"]) for t in finished}),
             "evaluations": sum(seen.values()), "evaluated_twice": sum(n > 1 for n in seen.values()),

@@ -2,6 +2,7 @@
 mid-trial (SIGKILL) or meeting a second worker at a barrier so both hold a trial at once."""
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import sys
@@ -97,3 +98,23 @@ def open_together(url: str, barrier, queue) -> None:
         queue.put("ok")
     except Exception as e:  # noqa: BLE001 - reported to the test, which shows it
         queue.put(f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
+
+
+def load(url: str):
+    """The one study a database holds."""
+    import optuna
+    from otcache_engine.anchor_search import open_storage
+
+    storage = open_storage(url)
+    (summary,) = optuna.get_all_study_summaries(storage)
+    return optuna.load_study(study_name=summary.study_name, storage=storage)
+
+
+def evaluations(logs) -> collections.Counter:
+    """(schedule, pair) -> how many times any worker evaluated it (the logs of :func:`database_worker`)."""
+    seen: collections.Counter = collections.Counter()
+    for log in logs:
+        for line in log.read_text().splitlines():
+            _pid, *steps, pair = line.split()
+            seen[(tuple(map(int, steps)), int(pair))] += 1
+    return seen

@@ -7,7 +7,6 @@ driver named) and the same ``search_seed``. Nothing here sleeps or times anythin
 """
 from __future__ import annotations
 
-import collections
 import multiprocessing
 import os
 import signal
@@ -15,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -41,12 +39,6 @@ def pg():
         server.stop()
 
 
-def load(url: str):
-    storage = open_storage(url)
-    (summary,) = optuna.get_all_study_summaries(storage)
-    return optuna.load_study(study_name=summary.study_name, storage=storage)
-
-
 ONE_THREAD = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
@@ -64,16 +56,6 @@ def spawn(target, *args, **kwargs):
             else:
                 os.environ[name] = value
     return proc
-
-
-def evaluations(logs: list[Path]) -> collections.Counter:
-    """(schedule, pair) -> how many times any worker evaluated it."""
-    seen: collections.Counter = collections.Counter()
-    for log in logs:
-        for line in log.read_text().splitlines():
-            _pid, *steps, pair = line.split()
-            seen[(tuple(map(int, steps)), int(pair))] += 1
-    return seen
 
 
 def test_the_readme_url_works_with_the_driver_that_is_installed(pg):
@@ -106,7 +88,7 @@ def test_three_workers_one_killed_and_restarted(pg, tmp_path, record_property):
     killed.join(timeout=300)
     assert killed.exitcode == -signal.SIGKILL
 
-    study = load(url)          # the others wait at the gate: the study is as the kill left it
+    study = W.load(url)          # the others wait at the gate: the study is as the kill left it
     before = {t.number: t.value for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
     (dead,) = [t for t in study.trials if t.state == TrialState.RUNNING
                and t.user_attrs.get("otcache_owner", {}).get("pid") == killed.pid]
@@ -121,7 +103,7 @@ def test_three_workers_one_killed_and_restarted(pg, tmp_path, record_property):
         assert p.exitcode == 0
     wall = time.perf_counter() - start
 
-    study = load(url)
+    study = W.load(url)
     trials = study.trials
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert TARGET <= finished_count(study) <= TARGET + 3          # each worker stops at the shared total
@@ -136,7 +118,7 @@ def test_three_workers_one_killed_and_restarted(pg, tmp_path, record_property):
         assert tuple(done_by.user_attrs["schedule"]) == killed_schedule
     else:
         assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
-    seen = evaluations(logs)
+    seen = W.evaluations(logs)
     twice = {key: n for key, n in seen.items() if n > 1 and key != (killed_schedule, 0)}
     assert not twice, twice                                        # no schedule evaluated twice, in flight or not
     assert seen[(killed_schedule, 0)] <= 2 and seen[(killed_schedule, 1)] <= 1
@@ -156,7 +138,7 @@ def test_three_workers_one_killed_and_restarted(pg, tmp_path, record_property):
                "stepped_back": sum("duplicate_of" in t.user_attrs for t in trials),
                "lost_finished": sum(not trials[n].state.is_finished() for n in before),
                "wall_s_3_workers": round(wall, 1), "wall_s_1_worker": round(wall_one, 1),
-               "one_worker_distinct": len({tuple(t.user_attrs["schedule"]) for t in load(one_url).trials
+               "one_worker_distinct": len({tuple(t.user_attrs["schedule"]) for t in W.load(one_url).trials
                                            if "schedule" in t.user_attrs})}
     record_property("figures", figures)
     print("multi-worker figures:", figures)
