@@ -20,9 +20,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from otcache_engine.calibration import CalibrationRun  # noqa: E402
-from otcache_engine.edge_errors import allowed_edges, e1_weights  # noqa: E402
-from otcache_engine.graph_search import reference_schedules  # noqa: E402
+from otcache_engine.calibration.calibration_run import CalibrationRun  # noqa: E402
+from otcache_engine.calibration.edge_errors import allowed_edges, e1_weights  # noqa: E402
+from otcache_engine.schedules.graph_search import reference_schedules  # noqa: E402
 
 TARGET_MS = {50: 50.0, 100: 200.0}
 

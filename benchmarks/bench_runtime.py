@@ -48,7 +48,7 @@ import torch  # noqa: E402
 
 import sampling  # noqa: E402
 import tiny_models as tm  # noqa: E402
-from otcache_pack.nodes.patcher import PatchOptions, patch_model  # noqa: E402
+from otcache_pack.nodes.runtime.patcher import PatchOptions, patch_model  # noqa: E402
 from otcache_pack.otcache_engine import Schedule  # noqa: E402
 from otcache_pack.otcache_engine.runtime.reuse import NAMES as REUSE_OPERATORS  # noqa: E402
 
@@ -256,7 +256,7 @@ def split_host_time(rounds: list[dict]) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--families", nargs="+", default=["flux", "chroma", "qwen_image", "hunyuan_video", "wan21",
                                                      "ltxv", "lumina2"])
@@ -278,13 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latent", type=int, default=0,
                    help="latent height = width (default: the bench size's); image tokens grow with its square "
                         "while the text embedders' cost stays, as in real use")
-    args = p.parse_args(argv)
-    logging.getLogger("otcache").setLevel(logging.WARNING)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    size = bench_size(args.hidden, args.depth, args.latent, args.dual_depth)
-    print(f"ComfyUI {comfy_host.ensure_comfy_importable()}, torch {torch.__version__}, {torch.get_num_threads()} "
-          f"threads; size {size} {tm.SIZES[size]}; N={args.steps}, cfg {args.cfg} (batched), reuse {args.reuse}, best (and median) of {args.repeats} interleaved repeats")
+    return p
+
+
+def _speed_table(args: argparse.Namespace, size: str) -> list[dict]:
     head = (f"{'family':<15}{'s/step':>8}" + "".join(f"{f'x@{s}':>7}{'ratio':>7}{'(med)':>7}" for s in SPEEDUPS)
             + f"{'overhead':>10}{'(best)':>8}{'ovh/eval':>10}{'own code':>10}{'(x4)':>7}{'reuse/step':>11}")
     print(head)
@@ -304,7 +301,10 @@ def main(argv: list[str] | None = None) -> int:
           "median evaluation (every step computed) of all repeats; reuse/step: a reused step's median cost\n"
           "relative to a computed one (embedders, output head, sampler, our hooks), which bounds the ratio:\n"
           "ratio ~ 1 / (1 + (N/K - 1) * reuse/step)")
-    print()
+    return results
+
+
+def _setup_table(results: list[dict]) -> None:
     head = f"{'family':<15}{'setup s/run':>12}{'(share)':>9}" + "".join(f"{f'model ratio@{s}':>16}" for s in SPEEDUPS)
     print(head)
     print("-" * len(head))
@@ -313,6 +313,19 @@ def main(argv: list[str] | None = None) -> int:
               + "".join(f"{r[f'e{s}']:>16.3f}" for s in SPEEDUPS))
     print("setup: a run's time outside model evaluations (the same for every schedule; its share of an unpatched\n"
           "run shrinks as N grows); model ratio: the speed-up of the model evaluations alone / (N/K), median")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.getLogger("otcache").setLevel(logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    size = bench_size(args.hidden, args.depth, args.latent, args.dual_depth)
+    print(f"ComfyUI {comfy_host.ensure_comfy_importable()}, torch {torch.__version__}, {torch.get_num_threads()} "
+          f"threads; size {size} {tm.SIZES[size]}; N={args.steps}, cfg {args.cfg} (batched), reuse {args.reuse}, best (and median) of {args.repeats} interleaved repeats")
+    results = _speed_table(args, size)
+    print()
+    _setup_table(results)
     if args.compile:
         print()
         compile_table(args.families, args.steps, args.repeats, args.cfg, args.reuse, size)

@@ -14,10 +14,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from otcache_engine import schedule_io  # noqa: E402
-from otcache_engine.projection import project  # noqa: E402
-from otcache_engine.transport import interpolate  # noqa: E402
-from otcache_engine.warp import retarget  # noqa: E402
+from otcache_engine.schedules import schedule_io  # noqa: E402
+from otcache_engine.schedules.projection import project  # noqa: E402
+from otcache_engine.schedules.transport import interpolate  # noqa: E402
+from otcache_engine.schedules.warp import retarget  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 

@@ -29,8 +29,8 @@ import sampling  # noqa: E402
 import tiny_models as tm  # noqa: E402
 import tiny_models_2026 as t26  # noqa: E402
 from probes import attach_probe  # noqa: E402
-from otcache_pack.nodes.families import detect_family  # noqa: E402
-from otcache_pack.nodes.patcher import PatchOptions, patch_model  # noqa: E402
+from otcache_pack.nodes.runtime.families import detect_family  # noqa: E402
+from otcache_pack.nodes.runtime.patcher import PatchOptions, patch_model  # noqa: E402
 from otcache_pack.otcache_engine import Schedule  # noqa: E402
 
 N, SCHED = 6, Schedule(6, (0, 1, 3, 5))

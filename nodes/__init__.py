@@ -2,7 +2,7 @@
 from .anchor_node import AnchorSearch
 from .apply_node import OTCacheApply
 from .calibrate_node import Calibrate
-from .schedule_nodes import LoadSchedule, SaveSchedule
+from .save_load_nodes import LoadSchedule, SaveSchedule
 
 NODE_CLASSES: list[type] = [
     OTCacheApply,

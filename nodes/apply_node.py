@@ -1,7 +1,8 @@
 """OTCache Apply: MODEL (+ reference / anchor schedules + budget) -> MODEL that skips transformer work.
 
-The node only gathers the user's choices; ``patcher.install`` does the work on a clone and hands back
-the config it installed, which the UI output (the schedule for the plot widget) is made from.
+The node only gathers the user's choices into a ``BudgetRequest``; ``patcher.install`` resolves it once
+(``resolver.resolve``) and does the work on a clone, handing back what it decided, which the UI output
+(the schedule for the plot widget) is made from.
 """
 from __future__ import annotations
 
@@ -11,16 +12,16 @@ from comfy_api.latest import io
 
 from ..otcache_engine import Schedule
 from ..otcache_engine.errors import OTCacheError
-from ..otcache_engine.warp import retarget
-from .patcher import CACHE_DEVICES, REUSE_NAMES, PatchOptions, install
+from ..otcache_engine.schedules.warp import retarget
+from .node_types import ScheduleType
 from .preview import plot_payload, ui_output
-from .provenance import check_model
-from .reuse_choice import AUTO, DEFAULT, operator_for
-from .schedule_source import MODES, ScheduleSource
+from .runtime.operators import AUTO, DEFAULT
+from .runtime.patcher import CACHE_DEVICES, REUSE_NAMES, PatchOptions, install
+from .runtime.provenance import check_model
+from .runtime.resolver import MODES, BudgetRequest, Resolution
 
 log = logging.getLogger("otcache")
 
-ScheduleType = io.Custom("OTCACHE_SCHEDULE")
 REUSE_TOOLTIP = (
     "What a skipped step reuses. auto: the operator measured best for this model at this budget (stored in "
     f"the schedules by Calibrate and Anchor Search), else {DEFAULT.label()} (the best on most cells of the "
@@ -77,16 +78,16 @@ class OTCacheApply(io.ComfyNode):
             for name, value in (("reference", reference), ("anchor", anchor)):
                 if value is not None and not isinstance(value, Schedule):
                     raise OTCacheError(f"the {name} input must be an OTCACHE_SCHEDULE, got {type(value).__name__}")
-            source = ScheduleSource(reference, anchor, budget_mode, float(speedup), int(compute_steps))
-            op, why = operator_for(reuse, float(gamma), reference, anchor, budget=source.connected_budget())
-            patched, cfg = install(model, source, PatchOptions(op.reuse, op.gamma, cache_device))
+            request = BudgetRequest(reference, anchor, budget_mode, float(speedup), int(compute_steps), reuse,
+                                    float(gamma))
+            patched, cfg, res = install(model, request, PatchOptions(cache_device=cache_device))
         except OTCacheError as e:
             raise ValueError(f"OTCache Apply: {e}") from None
         warnings = _provenance_warnings(model, reference, anchor)
-        for line in cfg.schedule.provenance.get("warnings", ()):
+        for line in res.warnings:
             log.warning("OTCache Apply: %s", line)
             warnings.append(line)
-        return io.NodeOutput(patched, ui=ui_output(_payload(cfg, source, why, warnings)))
+        return io.NodeOutput(patched, ui=ui_output(_payload(cfg, res, request, warnings)))
 
 
 def _provenance_warnings(model, *schedules: Schedule | None) -> list[str]:
@@ -104,17 +105,17 @@ def _provenance_warnings(model, *schedules: Schedule | None) -> list[str]:
     return found
 
 
-def _payload(cfg, source: ScheduleSource, why: str, warnings: list[str] | None = None) -> dict:
-    target = cfg.schedule
+def _payload(cfg, res: Resolution, request: BudgetRequest, warnings: list[str] | None = None) -> dict:
+    target = res.schedule
     shown = {}
     for role in ("reference", "anchor"):
-        s = getattr(source, role)
+        s = getattr(request, role)
         if s is not None and s.num_steps != target.num_steps:
             shown[f"shown_{role}"] = retarget(s, target.num_steps)
-    note = f"{cfg.family.describe()}; reuse {cfg.reuse.describe()} ({why}); {cfg.description}"
-    if source.per_run:
+    note = f"{cfg.family.describe()}; reuse {cfg.reuse.describe()} ({res.operator_origin}); {res.description}"
+    if request.per_run:
         note += f"; made for each run's step count (shown for {target.num_steps})"
-    payload = plot_payload(target, source.reference, source.anchor, note=note,
-                           label=None if source.connected else "default", warnings_=warnings, **shown)
+    payload = plot_payload(target, request.reference, request.anchor, note=note,
+                           label=None if request.connected else "default", warnings_=warnings, **shown)
     payload["kind"] = target.kind
     return payload

@@ -28,7 +28,7 @@ from typing import Any, Mapping
 
 from ..otcache_engine import Schedule, schedule_io
 from ..otcache_engine.errors import OTCacheError, ScheduleError
-from ..otcache_engine.schedule import MAX_STEPS
+from ..otcache_engine.schedules.schedule import MAX_STEPS
 from ..otcache_engine.strict_json import brief, is_number
 
 PAYLOAD_VERSION = 1
@@ -128,12 +128,6 @@ def _schedule(value: Any, what: str, resolve_name) -> Schedule | None:
         raise PreviewError(str(e)) from None
 
 
-def budget_for_speedup(num_steps: int, speedup: float) -> int:
-    """K for a target speed-up N/K, exactly as OTCache Apply counts it."""
-    from .schedule_source import ScheduleSource
-    return ScheduleSource(mode="speedup", speedup=float(speedup)).budget_for(num_steps)
-
-
 def preview(body: Any, resolve_name=None) -> dict[str, Any]:
     """Answer a preview request (a decoded JSON body). Raises ``PreviewError`` with a clear message.
 
@@ -182,7 +176,7 @@ def _run_grid(body: Mapping[str, Any]) -> tuple[int | None, list[float] | None]:
 
 def _budget(body: Mapping[str, Any]) -> tuple[str, float | None, int | None]:
     """(mode, speedup, computed steps K) as OTCache Apply's budget inputs would give them."""
-    from .schedule_source import MODES
+    from .runtime.resolver import MODES
 
     for key in ("budget", "compute_steps"):
         if body.get(key) is not None and (not _is_int(body[key]) or body[key] < 1):
@@ -205,9 +199,9 @@ def _budget(body: Mapping[str, Any]) -> tuple[str, float | None, int | None]:
 
 
 def _compute(reference, anchor, num_steps, sigmas, mode, speedup, budget) -> dict[str, Any]:
-    """The schedule OTCache Apply would use for these inputs (its own code: ``ScheduleSource``)."""
-    from ..otcache_engine.warp import retarget
-    from .schedule_source import ScheduleSource
+    """The schedule OTCache Apply would use for these inputs (its own resolver: ``resolver.resolve``)."""
+    from ..otcache_engine.schedules.warp import retarget
+    from .runtime.resolver import BudgetRequest, resolve, run_budget
 
     first = reference if reference is not None else anchor
     if mode == "speedup" and speedup is None:
@@ -216,10 +210,10 @@ def _compute(reference, anchor, num_steps, sigmas, mode, speedup, budget) -> dic
         budget = first.budget
     if mode == "compute steps" and budget > first.num_steps:
         raise PreviewError(f"'budget' must be at most the schedule's {first.num_steps} steps, got {budget}")
-    source = ScheduleSource(reference=reference, anchor=anchor, mode=mode,
-                            speedup=float(speedup) if speedup is not None else 2.0,
-                            budget=int(budget) if budget is not None else 0)
-    target, what = source.target()
+    res = resolve(BudgetRequest(reference=reference, anchor=anchor, mode=mode,
+                                speedup=float(speedup) if speedup is not None else 2.0,
+                                budget=int(budget) if budget is not None else 0))
+    target, what = res.schedule, res.description
     n = num_steps if num_steps is not None else target.num_steps
 
     def shown(s):
@@ -231,12 +225,12 @@ def _compute(reference, anchor, num_steps, sigmas, mode, speedup, budget) -> dic
         lo, hi = sorted((reference.budget, retarget(anchor, reference.num_steps).budget
                          if anchor.num_steps != reference.num_steps else anchor.budget))
         note = f"K={target.budget} of N={target.num_steps}, between the anchor and the reference ({lo}..{hi}): {what}"
-        extra += list(target.provenance.get("warnings", ()))
+        extra += list(res.warnings)
     else:
         label = "in use"
         role = "reference" if reference is not None else "anchor"
         note = f"only a{'n' if role == 'anchor' else ''} {role} is connected: {what}"
-    target_shown = shown(target)
+    target_shown = target if n == target.num_steps else retarget(target, n, budget=run_budget(target, n))
     if target_shown is not target:
         note += f"; shown on the run's {n} steps"
     return plot_payload(target_shown, reference, anchor, sigmas=sigmas, label=label, warnings_=extra, note=note,

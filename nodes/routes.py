@@ -35,7 +35,7 @@ from typing import Any
 
 from ..otcache_engine import Schedule, ScheduleError, strict_json
 from .preview import PreviewError, preview
-from .schedule_files import MAX_NAME, load_listed
+from .schedule_folders import MAX_NAME, load_listed
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ _pending_lock = threading.Lock()
 def resolve_schedule_name(name: str) -> Schedule:
     """A preset (``preset:...``) or a schedule file in ComfyUI's ``otcache`` model folder, resolved exactly as
     OTCache Load Schedule resolves its dropdown (no links out, no hidden or calibration files)."""
-    from .presets import is_preset, load_preset
+    from .runtime.presets import is_preset, load_preset
 
     if not isinstance(name, str) or not name or len(name) > MAX_NAME:
         raise ScheduleError(f"a schedule name must be a non-empty string of at most {MAX_NAME} characters")

@@ -1,7 +1,8 @@
 """``python -m otcache_engine``: schedules from the command line.
 
-Subcommands live in ``COMMANDS`` (name -> Command); another module adds one
-with ``register(Command(...))`` before ``main`` runs. Every expected failure
+Subcommands live in ``COMMANDS`` (name -> Command); ``register(Command(...))`` adds one. Another
+program with commands of its own (the toy model's ``python -m benchmarks.toy``) passes its table and
+name to :func:`main` and gets the same error handling. Every expected failure
 (bad file, infeasible or out-of-range budget, bad option) ends with exit code 2
 and one ``error: ...`` line on stderr, never a traceback; engine warnings are
 printed as ``warning: ...`` lines.
@@ -9,7 +10,6 @@ printed as ``warning: ...`` lines.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import warnings
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import schedule_io
+from .schedules import schedule_io
 from .errors import OTCacheError
-from .schedule import Schedule
+from .schedules.schedule import Schedule
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -34,13 +34,11 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {}
-# Modules that register further subcommands when imported (e.g. "otcache_engine.toy.demo");
-# they are imported only when the parser is built, so a slow import never delays the others.
-COMMAND_MODULES: list[str] = ["otcache_engine.toy.commands"]
+PROG = "python -m otcache_engine"
 
 
-def register(command: Command) -> Command:
-    COMMANDS[command.name] = command
+def register(command: Command, table: dict[str, Command] | None = None) -> Command:
+    (COMMANDS if table is None else table)[command.name] = command
     return command
 
 
@@ -71,7 +69,7 @@ def _interpolate_args(p: argparse.ArgumentParser) -> None:
 
 
 def _interpolate_run(args: argparse.Namespace) -> int:
-    from .transport import interpolate_many
+    from .schedules.transport import interpolate_many
     if len(args.schedules) < 2:
         raise UsageError("interpolate needs a reference and an anchor schedule file")
     schedules = [schedule_io.load(p) for p in args.schedules]
@@ -128,35 +126,24 @@ register(Command("plot", "draw schedules to an image file", _plot_args, _plot_ru
 
 # --- entry point ----------------------------------------------------------------------
 
-def _import_command_modules() -> list[str]:
-    """Import the modules that add subcommands; one that cannot be imported (e.g. torch
-    missing) must not take the schedule commands down with it, so it is only named in --help."""
-    unavailable = []
-    for module in COMMAND_MODULES:
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            unavailable.append(f"{module} ({e})")
-    return unavailable
-
-
-def build_parser() -> argparse.ArgumentParser:
-    unavailable = _import_command_modules()
-    epilog = f"unavailable subcommand modules: {', '.join(unavailable)}" if unavailable else None
-    parser = _Parser(prog="python -m otcache_engine", description="OTCache schedule engine", epilog=epilog)
+def build_parser(commands: dict[str, Command] | None = None, prog: str = PROG,
+                 description: str = "OTCache schedule engine") -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description=description)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for command in COMMANDS.values():
+    for command in (COMMANDS if commands is None else commands).values():
         command.add_arguments(sub.add_parser(command.name, help=command.help, description=command.help))
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, commands: dict[str, Command] | None = None, prog: str = PROG,
+         description: str = "OTCache schedule engine") -> int:
+    table = COMMANDS if commands is None else commands
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(table, prog, description).parse_args(argv)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            code = COMMANDS[args.command].run(args)
+            code = table[args.command].run(args)
         for w in caught:
             print(f"warning: {w.message}", file=sys.stderr)
         return code

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import OTCacheError
-from .schedule import Schedule
+from .schedules.schedule import Schedule
 
 COMPUTED = "#1f5fa8"
 REUSED = "#e3e8ef"

@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure_env.sh .venv "" 2.14
-exec .venv/bin/python -m otcache_engine demo "$@"
+exec .venv/bin/python -m benchmarks.toy demo "$@"

@@ -128,21 +128,21 @@ def _row(scorer: Scorer, method: str, op: str, k: int, patched: Any, per_pair: b
 
 
 def auto_operator(reference: Any, anchor: Any, k: int) -> str:
-    """The operator OTCache Apply's ``auto`` runs at K (the same lookup Apply makes)."""
-    from otcache_pack.nodes.reuse_choice import AUTO, operator_for
+    """The operator OTCache Apply's ``auto`` runs at K (Apply's own resolver)."""
+    from otcache_pack.nodes.runtime.resolver import BudgetRequest, resolve
 
-    return operator_for(AUTO, 0.5, reference, anchor, budget=k)[0].label()
+    return resolve(BudgetRequest(reference, anchor, mode="compute steps", budget=k)).operator.label()
 
 
 def op_label(reuse: str, gamma: float) -> str:
     """The operator's name as the pack writes it (the report matches rows on it)."""
-    from otcache_pack.nodes.judge import Operator
+    from otcache_pack.nodes.runtime.operators import Operator
 
     return Operator(reuse, gamma).label()
 
 
 def uniform(n: int, k: int) -> Any:
-    from otcache_pack.otcache_engine.baselines import uniform_k
+    from otcache_pack.otcache_engine.schedules.baselines import uniform_k
     return uniform_k(n, k)
 
 
@@ -189,8 +189,8 @@ def edge_error_ranking(calibration: Any, anchor: Any) -> dict[str, Any]:
     """
     from scipy.stats import spearmanr
 
-    from otcache_pack.nodes.ladder import candidates
-    from otcache_pack.otcache_engine.graph_search import schedule_cost
+    from otcache_pack.nodes.measure.ladder import candidates
+    from otcache_pack.otcache_engine.schedules.graph_search import schedule_cost
 
     ladder = anchor.provenance.get("ladder") or {}
     predicted, measured, agree, contested = [], [], 0, 0
@@ -248,7 +248,7 @@ def run_cell(setup: setups.Setup, steps: int, trials: int, with_direct: bool = T
 def direct_rows(model: Any, stage: pipeline.Stage, scorer: Scorer, reference: Any, anchor: Any, calibration: Any,
                 trials: int, schedules: dict) -> list[Row]:
     """The premise test: OT interpolation (no ladder) against the anchor search run at the budget itself."""
-    from otcache_pack.nodes.ladder import plain_interpolation
+    from otcache_pack.nodes.measure.ladder import plain_interpolation
 
     op = {"reuse": anchor.provenance["reuse"], "gamma": anchor.provenance["gamma"]}
     rows = []

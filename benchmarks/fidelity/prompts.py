@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import torch
 
-from otcache_pack.otcache_engine.toy import data
+from otcache_pack.benchmarks.toy import data
 
 TOKENS = 8            # context length (T5-style: content tokens, then padding)
 WIDTH = 4096          # T5-XXL width, what Wan 2.1 and Flux take as context

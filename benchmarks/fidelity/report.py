@@ -28,7 +28,7 @@ def rows_of(cell: dict, method: str, operator: str | None = None) -> dict[int, d
 
 
 def chosen_operator(cell: dict) -> str:
-    """The operator Calibrate chose, named as ``judge.Operator.label`` names it (read from the JSON alone)."""
+    """The operator Calibrate chose, named as ``operators.Operator.label`` names it (read from the JSON alone)."""
     p = cell["schedules"]["reference"]["provenance"]
     reuse, gamma = p.get("reuse"), p.get("gamma")
     return f"omnicache(gamma={gamma:g})" if reuse == "omnicache" else str(reuse)

@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 from . import codec, host, prompts, setups
-from otcache_pack.otcache_engine.toy import data
-from otcache_pack.otcache_engine.toy.train import Loop, fit   # the toy model's optimisation loop
+from otcache_pack.benchmarks.toy import data
+from otcache_pack.benchmarks.toy.train import Loop, fit   # the toy model's optimisation loop
 
 
 def _keep_copy(t: torch.Tensor) -> torch.Tensor:

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..errors import ScheduleError
-from ..schedule import Schedule
-from .. import warp
+from ..schedules.schedule import Schedule
+from ..schedules import warp
 
 RTOL = 1e-4
 ATOL = 1e-7
@@ -59,8 +59,10 @@ class StepPlan:
 
     @classmethod
     def build(cls, schedule: Schedule, run_sigmas: Sequence[float],
-              reference_sigmas: Sequence[float] | None = None) -> "StepPlan":
-        """Carry ``schedule`` onto a run whose sampler walks ``run_sigmas`` (steps + 1 values)."""
+              reference_sigmas: Sequence[float] | None = None, budget: int | None = None) -> "StepPlan":
+        """Carry ``schedule`` onto a run whose sampler walks ``run_sigmas`` (steps + 1 values). ``budget`` is
+        the run's K when the caller computed it (the budget resolver does, once per run); without it a
+        retargeted run keeps the schedule's speed-up (``warp.retarget_budget``)."""
         sig = tuple(float(s) for s in run_sigmas)
         if any(not math.isfinite(s) for s in sig):
             raise ScheduleError("the run's sigmas contain NaN or infinity")
@@ -74,14 +76,14 @@ class StepPlan:
         if grid is None:
             if n == big_n:
                 return cls(sig, schedule.mask, "identity", big_n, (0.0, float(big_n)))
-            return cls(sig, warp.retarget_mask(schedule, n, None), "retarget", big_n, (0.0, float(big_n)))
+            return cls(sig, warp.retarget_mask(schedule, n, None, budget), "retarget", big_n, (0.0, float(big_n)))
         pos = warp.sigma_positions(grid, sig)
         window = (float(pos[0]), float(pos[-1]))
         covers_start, covers_end = pos[0] <= _EDGE, pos[-1] >= big_n - _EDGE
         if covers_start and covers_end:
             if n == big_n and (schedule.coord == "index" or _same(grid, sig)):
                 return cls(sig, schedule.mask, "identity", big_n, window)
-            return cls(sig, warp.retarget_mask(schedule, n, sig), "retarget", big_n, window)
+            return cls(sig, warp.retarget_mask(schedule, n, sig, budget), "retarget", big_n, window)
         mask = warp.crossing_mask(schedule, pos, force_last=schedule.force_last and covers_end)
         return cls(sig, mask, "slice", big_n, window)
 

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from otcache_engine.anchor_search import AnchorConfig, search_anchor
+from otcache_engine.search.anchor_search import AnchorConfig, search_anchor
 
 TARGET = (0, 2, 5, 9, 19)
 
@@ -91,7 +91,7 @@ def open_together(url: str, barrier, queue) -> None:
     """Open ``url`` and its study right after every other process of the barrier, as workers started together
     do: the schema-creation race (#1092)."""
     import optuna
-    from otcache_engine.anchor_search import open_storage
+    from otcache_engine.search.anchor_search import open_storage
     barrier.wait(timeout=120)
     try:
         optuna.create_study(study_name="race", storage=open_storage(url), load_if_exists=True)
@@ -103,7 +103,7 @@ def open_together(url: str, barrier, queue) -> None:
 def load(url: str):
     """The one study a database holds."""
     import optuna
-    from otcache_engine.anchor_search import open_storage
+    from otcache_engine.search.anchor_search import open_storage
 
     storage = open_storage(url)
     (summary,) = optuna.get_all_study_summaries(storage)

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import torch
 
-from otcache_engine.calibration import CalibrationRun
+from otcache_engine.calibration.calibration_run import CalibrationRun
 
 
 def flux_sigmas(n: int, mu: float = 1.15) -> np.ndarray:

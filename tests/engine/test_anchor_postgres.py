@@ -22,7 +22,7 @@ sys.path.insert(0, str(HERE))
 import anchor_worker as W  # noqa: E402
 import pg_server  # noqa: E402
 
-from otcache_engine.anchor_search import finished_count, open_storage  # noqa: E402
+from otcache_engine.search.anchor_search import finished_count, open_storage  # noqa: E402
 
 TARGET = 40
 pytestmark = pytest.mark.timeout(600)

@@ -15,12 +15,12 @@ import pytest
 from optuna.trial import FixedTrial, TrialState
 
 from otcache_engine import Schedule
-from otcache_engine.anchor_search import finished_count, open_storage, recover_stale_trials, search_anchor
-from otcache_engine.anchor_space import (AnchorConfig, default_anchor_gap, params_for, resampled_shape,
+from otcache_engine.search.anchor_search import finished_count, open_storage, recover_stale_trials, search_anchor
+from otcache_engine.search.anchor_space import (AnchorConfig, default_anchor_gap, params_for, resampled_shape,
                                          suggest_steps, uniform_steps, warm_starts)
-from otcache_engine.study_storage import describe_storage
+from otcache_engine.search.study_storage import describe_storage
 from otcache_engine.errors import InfeasibleBudgetError, OTCacheError
-from otcache_engine.projection import is_feasible
+from otcache_engine.schedules.projection import is_feasible
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -242,7 +242,7 @@ def test_sqlite_url_storage(tmp_path):
 
 
 def test_a_live_workers_running_trial_is_not_stale(tmp_path):
-    from otcache_engine import heartbeat as AS
+    from otcache_engine.search import heartbeat as AS
     journal = str(tmp_path / "s.journal")
     search_anchor(Counter(), W.config(n_trials=1), journal)
     study = load(tmp_path / "s.journal")

@@ -10,9 +10,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from otcache_engine import anchor_search as AS
-from otcache_engine.anchor_sampler import trial_seed
-from otcache_engine.study_storage import connect
+from otcache_engine.search import anchor_search as AS
+from otcache_engine.search.anchor_sampler import trial_seed
+from otcache_engine.search.study_storage import connect
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

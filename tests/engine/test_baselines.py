@@ -9,15 +9,15 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from calib_fixtures import make_run
-from otcache_engine import edge_errors as ee
-from otcache_engine import replay as rp
-from otcache_engine.baselines import (TEACACHE_FLUX_COEFFICIENTS, every_k, magcache_ratios, magcache_schedule,
+from otcache_engine.calibration import edge_errors as ee
+from otcache_engine.calibration import replay as rp
+from otcache_engine.schedules.baselines import (TEACACHE_FLUX_COEFFICIENTS, every_k, magcache_ratios, magcache_schedule,
                                       nearest_interp, uniform_k)
-from otcache_engine.dynamic_baselines import (bisect_threshold, easycache_replay, easycache_schedule,
+from otcache_engine.schedules.dynamic_baselines import (bisect_threshold, easycache_replay, easycache_schedule,
                                               fbcache_distances, fbcache_schedule, teacache_schedule)
-from otcache_engine.calibration import CalibrationRun
+from otcache_engine.calibration.calibration_run import CalibrationRun
 from otcache_engine.errors import CalibrationError, InfeasibleBudgetError, ScheduleError
-from otcache_engine.schedule import Schedule
+from otcache_engine.schedules.schedule import Schedule
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 FLUX_RATIOS = np.loadtxt(DATA / "magcache_flux_ratios.txt", comments="#")

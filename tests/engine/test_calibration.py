@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import save_file
 
 from calib_fixtures import flux_sigmas, make_run
-from otcache_engine.calibration import (CalibrationRun, as_runs, calibration_id, check_compatible,
+from otcache_engine.calibration.calibration_run import (CalibrationRun, as_runs, calibration_id, check_compatible,
                                         derived_signals, magcache_ratios_from_norms)
-from otcache_engine.calibration_io import load_runs, load_runs_with_metadata, save_runs
+from otcache_engine.calibration.calibration_io import load_runs, load_runs_with_metadata, save_runs
 from otcache_engine.errors import CalibrationError
 
 

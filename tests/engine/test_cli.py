@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from otcache_engine import cli, schedule_io
-from otcache_engine.schedule import Schedule
+from otcache_engine.schedules.schedule import Schedule
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data"
@@ -199,10 +199,3 @@ def test_plot_without_matplotlib_is_one_clear_error(monkeypatch, capsys, tmp_pat
     code, _, err = run_main(capsys, "plot", REF, "-o", str(tmp_path / "x.png"))
     assert code == 2
     assert_one_line_error(err, "pip install matplotlib")
-
-
-def test_a_command_module_that_cannot_be_imported_does_not_break_the_others(capsys, monkeypatch):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["otcache_engine.no_such_plugin"])
-    code, out, err = run_main(capsys, "show", ANC)
-    assert code == 0 and "K=10/50" in out and err == ""
-    assert "otcache_engine.no_such_plugin" in cli.build_parser().format_help()

@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from otcache_engine.toy.harness import time_interleaved
-from otcache_engine.toy.report import NOISE_MARK, NOISE_NOTE, Row, markdown_table, text_table, wall_cell, wall_is_noise
+from benchmarks.toy.harness import time_interleaved
+from benchmarks.toy.report import NOISE_MARK, NOISE_NOTE, Row, markdown_table, text_table, wall_cell, wall_is_noise
 
 
 class ScriptedClock:

@@ -6,13 +6,13 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-import otcache_engine.edge_errors as ee
-import otcache_engine.hybrid as hy
-import otcache_engine.replay as rp
+import otcache_engine.calibration.edge_errors as ee
+import otcache_engine.calibration.hybrid as hy
+import otcache_engine.calibration.replay as rp
 from calib_fixtures import MixtureModel, flux_sigmas, make_run, sample
-from otcache_engine.calibration import CalibrationRun
+from otcache_engine.calibration.calibration_run import CalibrationRun
 from otcache_engine.errors import CalibrationError, ScheduleError
-from otcache_engine.schedule import Schedule
+from otcache_engine.schedules.schedule import Schedule
 
 RUN = make_run(12, seed=0)
 RUNS = [make_run(12, seed=s) for s in range(3)]

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from otcache_engine.edge_errors import allowed_edges, e1_weights
+from otcache_engine.calibration.edge_errors import allowed_edges, e1_weights
 from otcache_engine.errors import CalibrationError, InfeasibleBudgetError, ScheduleError
-from otcache_engine.graph_search import (_quantised_ranks, path_edges, prepare_weights, reference_schedule,
+from otcache_engine.schedules.graph_search import (_quantised_ranks, path_edges, prepare_weights, reference_schedule,
                                          reference_schedules, schedule_cost, smallest_feasible_budget)
-from otcache_engine.schedule_io import dumps, loads
+from otcache_engine.schedules.schedule_io import dumps, loads
 from calib_fixtures import make_run
 
 
@@ -289,7 +289,7 @@ def test_realistic_leximax_shape():
     run = make_run(50, shape=(4, 16), seed=2)
     w = e1_weights(run, 7)
     out = reference_schedules(w, [10, 15, 25])
-    from otcache_engine.baselines import uniform_k
+    from otcache_engine.schedules.baselines import uniform_k
     for K, s in out.items():
         check_schedule(s, 50, K, 7, True)
         u = uniform_k(50, K)

@@ -9,12 +9,12 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from calib_fixtures import flux_sigmas, make_run
-from otcache_engine.calibration import CalibrationRun, derived_signals
+from otcache_engine.calibration.calibration_run import CalibrationRun, derived_signals
 from otcache_engine.errors import InfeasibleBudgetError, ScheduleError
-from otcache_engine.omnicache import (brute_force_reuse, curvature_scores, fit_gammas, omnicache_schedule,
+from otcache_engine.schedules.omnicache import (brute_force_reuse, curvature_scores, fit_gammas, omnicache_schedule,
                                       reusable_steps, reuse_cost, satisfies_constraints, select_reuse)
-from otcache_engine.schedule import Schedule
-from otcache_engine.schedule_io import dumps, loads
+from otcache_engine.schedules.schedule import Schedule
+from otcache_engine.schedules.schedule_io import dumps, loads
 
 RUNS = [make_run(16, seed=s) for s in range(2)]
 

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 
 from otcache_engine.errors import InfeasibleBudgetError, ScheduleError
-from otcache_engine.projection import (
+from otcache_engine.schedules.projection import (
     is_feasible, project, smallest_feasible_budget, smallest_feasible_gap,
 )
-from otcache_engine.schedule import Schedule
+from otcache_engine.schedules.schedule import Schedule
 
 
 def brute_force_cost(y, n, gap, force_last):

@@ -12,8 +12,8 @@ from hypothesis import given, settings, strategies as st
 from otcache_engine import Schedule
 from otcache_engine.errors import OTCacheError
 from otcache_engine.runtime import CacheSession, StepPlan, make_reuse
-from otcache_engine.transport import schedule_at
-from otcache_engine.warp import crossing_mask, resample
+from otcache_engine.schedules.transport import schedule_at
+from otcache_engine.schedules.warp import crossing_mask, resample
 from otcache_engine.runtime.reuse import CacheEntry, with_space
 
 

@@ -8,9 +8,9 @@ import jsonschema
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from otcache_engine import schedule_io
+from otcache_engine.schedules import schedule_io
 from otcache_engine.errors import ScheduleError
-from otcache_engine.schedule import Schedule
+from otcache_engine.schedules.schedule import Schedule
 
 SCHEMA = json.loads(schedule_io.SCHEMA_PATH.read_text())
 
@@ -257,8 +257,8 @@ def test_calibration_files_never_write_through_planted_links(tmp_path):
     """A guard: safetensors writes its own temporary file and renames it, so links at <name>.tmp and at the
     target are replaced, never followed."""
     import torch
-    from otcache_engine.calibration import CalibrationRun
-    from otcache_engine.calibration_io import load_runs, save_runs
+    from otcache_engine.calibration.calibration_run import CalibrationRun
+    from otcache_engine.calibration.calibration_io import load_runs, save_runs
     folder = tmp_path / "otcache"
     folder.mkdir()
     (folder / "c.calib.safetensors.tmp").symlink_to(tmp_path / "stolen")

@@ -12,8 +12,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from otcache_engine import database_url, heartbeat
-from otcache_engine.anchor_search import finished_count, open_storage, recover_stale_trials, search_anchor
+from otcache_engine.search import database_url, heartbeat
+from otcache_engine.search.anchor_search import finished_count, open_storage, recover_stale_trials, search_anchor
 from otcache_engine.errors import OTCacheError
 
 HERE = Path(__file__).resolve().parent

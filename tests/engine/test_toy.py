@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from otcache_engine.runtime import CacheSession, StepPlan, make_reuse
-from otcache_engine.schedule import Schedule
-from otcache_engine.toy import data
-from otcache_engine.toy.model import ToyDiT, ToyDiTConfig
-from otcache_engine.toy.record import record_runs
-from otcache_engine.toy.sampler import flow_sigmas, initial_noise, sample
-from otcache_engine.toy.weights_io import BUNDLED, load_meta, load_model
+from otcache_engine.schedules.schedule import Schedule
+from benchmarks.toy import data
+from benchmarks.toy.model import ToyDiT, ToyDiTConfig
+from benchmarks.toy.record import record_runs
+from benchmarks.toy.sampler import flow_sigmas, initial_noise, sample
+from benchmarks.toy.weights_io import BUNDLED, load_meta, load_model
 
 TINY = ToyDiTConfig(dim=32, depth=3, heads=2)
 STEPS = 10

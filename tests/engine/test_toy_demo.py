@@ -6,11 +6,11 @@ import json
 import pytest
 import torch
 
-from otcache_engine import schedule_io
-from otcache_engine.cli import main
-from otcache_engine.toy.report import NOISE_MARK, NOISE_NOTE
-from otcache_engine.toy.model import ToyDiT, ToyDiTConfig
-from otcache_engine.toy.train import save
+from otcache_engine.schedules import schedule_io
+from benchmarks.toy.commands import main
+from benchmarks.toy.report import NOISE_MARK, NOISE_NOTE
+from benchmarks.toy.model import ToyDiT, ToyDiTConfig
+from benchmarks.toy.train import save
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
-from otcache_engine import schedule_io
+from otcache_engine.schedules import schedule_io
 from otcache_engine.errors import InfeasibleBudgetError, ScheduleError
-from otcache_engine.projection import smallest_feasible_budget
-from otcache_engine.schedule import Schedule
-from otcache_engine.transport import (
+from otcache_engine.schedules.projection import smallest_feasible_budget
+from otcache_engine.schedules.schedule import Schedule
+from otcache_engine.schedules.transport import (
     OTCacheWarning, budget_to_lambda, interpolate, interpolate_many, inverse_k, linear_k, log_k, path_cost,
     w2_distance,
 )
-from otcache_engine.warp import Warp, retarget, w2
+from otcache_engine.schedules.warp import Warp, retarget, w2
 
 from pathlib import Path
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from otcache_engine.errors import InfeasibleBudgetError, ScheduleError
-from otcache_engine.schedule import Schedule
-from otcache_engine.warp import (
+from otcache_engine.schedules.schedule import Schedule
+from otcache_engine.schedules.warp import (
     Warp, atomic_w2, index_coordinate, make_coordinate, retarget, sigma_coordinate,
     sigma_positions, tau, w2, xi,
 )

@@ -19,7 +19,7 @@ import sampling  # noqa: E402
 import tiny_models as tm  # noqa: E402
 import tiny_models_2026 as t26  # noqa: E402
 from probes import ModelProbe, attach_probe  # noqa: E402
-from otcache_pack.nodes.patcher import PatchOptions, patch_model  # noqa: E402
+from otcache_pack.nodes.runtime.patcher import PatchOptions, patch_model  # noqa: E402
 from otcache_pack.otcache_engine import Schedule  # noqa: E402
 from otcache_pack.otcache_engine.runtime import StepPlan  # noqa: E402
 

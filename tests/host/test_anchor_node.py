@@ -17,11 +17,13 @@ import folder_paths  # noqa: E402
 import tiny_models  # noqa: E402
 from otcache_pack.nodes import anchor_node as A  # noqa: E402
 from otcache_pack.nodes import calibrate_node as C  # noqa: E402
-from otcache_pack.nodes.run_sampling import SamplerSettings  # noqa: E402
+from otcache_pack.nodes.measure.sampling import SamplerSettings  # noqa: E402
 from otcache_pack.otcache_engine import Schedule  # noqa: E402
-from otcache_pack.otcache_engine.anchor_search import open_storage  # noqa: E402
-from otcache_pack.otcache_engine.anchor_space import uniform_steps  # noqa: E402
-from otcache_pack.otcache_engine.projection import is_feasible  # noqa: E402
+from otcache_pack.otcache_engine.search.anchor_search import open_storage  # noqa: E402
+from otcache_pack.otcache_engine.search.anchor_space import uniform_steps  # noqa: E402
+from otcache_pack.otcache_engine.schedules.projection import is_feasible  # noqa: E402
+from otcache_pack.nodes.measure import calibrate as MC  # noqa: E402
+from otcache_pack.nodes.measure import anchor as MA  # noqa: E402
 
 N = 10
 
@@ -38,7 +40,7 @@ class TinyVAE:
 def flux():
     b = tiny_models.build("flux")
     s = SamplerSettings(N, 1.0, "euler", "simple", b.positive, b.negative, {"samples": b.empty_latent()})
-    reference, calibration = C.calibrate(b.patcher, s, [0], mode="local", max_gap=3, budget=5)
+    reference, calibration = MC.calibrate(b.patcher, s, [0], mode="local", max_gap=3, budget=5)
     return b, s, reference, calibration
 
 
@@ -97,7 +99,7 @@ def lpips_folder(tmp_path, monkeypatch):
 
 def test_with_a_vae_the_metric_is_an_image_metric_and_the_fallback_is_loud(flux, user_dir, lpips_folder):
     b, s, reference, _ = flux
-    anchor, summary = A.anchor_search(b.patcher, s, reference, seeds=[0, 1], budget=3, trials=3, vae=TinyVAE())
+    anchor, summary = MA.anchor_search(b.patcher, s, reference, seeds=[0, 1], budget=3, trials=3, vae=TinyVAE())
     assert summary["metric"] == "1-ssim" and "alexnet-owt" in summary["warning"]
     assert str(lpips_folder) in summary["warning"] and "OTCACHE_NO_DOWNLOAD=1" in summary["warning"]
     assert anchor.provenance["metric"] == "1-ssim" and "LPIPS" in anchor.provenance["metric_warning"]
@@ -111,7 +113,7 @@ def test_with_the_backbone_in_the_models_folder_the_search_optimises_lpips(flux,
     lpips_folder.mkdir(parents=True)
     (lpips_folder / ALEXNET_FILE).write_bytes(alexnet_like_file())   # already there: nothing is downloaded
     b, s, reference, _ = flux
-    anchor, summary = A.anchor_search(b.patcher, s, reference, seeds=[0], budget=3, trials=2, vae=TinyVAE(),
+    anchor, summary = MA.anchor_search(b.patcher, s, reference, seeds=[0], budget=3, trials=2, vae=TinyVAE(),
                                       validate=False)
     assert summary["metric"] == "lpips-alex" and summary["warning"] is None
     assert anchor.provenance["metric"] == "lpips-alex" and "metric_warning" not in anchor.provenance
@@ -129,14 +131,14 @@ def test_interrupt_during_a_trial_propagates_and_the_trial_is_redone(flux, user_
     handle = b.last_block().register_forward_hook(count)
     try:
         with pytest.raises(mm.InterruptProcessingException):
-            A.anchor_search(b.patcher, s, reference, seeds=[0], budget=3, trials=4, storage="interrupt-test")
+            MA.anchor_search(b.patcher, s, reference, seeds=[0], budget=3, trials=4, storage="interrupt-test")
     finally:
         handle.remove()
         mm.interrupt_current_processing(False)
     study = load_study(user_dir / "otcache" / "interrupt-test.journal")
     (stopped,) = [t for t in study.trials if t.state.name == "FAIL"]
     assert stopped.user_attrs["interrupted"] is True
-    anchor, summary = A.anchor_search(b.patcher, s, reference, seeds=[0], budget=3, trials=4,
+    anchor, summary = MA.anchor_search(b.patcher, s, reference, seeds=[0], budget=3, trials=4,
                                       storage="interrupt-test")
     study = load_study(user_dir / "otcache" / "interrupt-test.journal")
     assert summary["trials"] == 4 == len(finished(study))
@@ -146,7 +148,7 @@ def test_interrupt_during_a_trial_propagates_and_the_trial_is_redone(flux, user_
 def test_sqlite_url_storage_and_bad_inputs(flux, user_dir, tmp_path):
     b, s, reference, _ = flux
     url = f"sqlite:///{tmp_path / 'anchor.db'}"
-    anchor, summary = A.anchor_search(b.patcher, s, reference, seeds=[0], budget=2, trials=2, storage=url)
+    anchor, summary = MA.anchor_search(b.patcher, s, reference, seeds=[0], budget=2, trials=2, storage=url)
     assert summary["storage"] == url and anchor.budget == 2 and (tmp_path / "anchor.db").is_file()
     with pytest.raises(ValueError, match="OTCache Anchor Search: .*below the reference"):
         A.AnchorSearch.execute(b.patcher, b.positive, b.negative, s.latent, 0, N, 1.0, "euler", "simple", 1.0,
@@ -154,35 +156,35 @@ def test_sqlite_url_storage_and_bad_inputs(flux, user_dir, tmp_path):
     with pytest.raises(ValueError, match="OTCache Anchor Search: .*no folders"):
         A.AnchorSearch.execute(b.patcher, b.positive, b.negative, s.latent, 0, N, 1.0, "euler", "simple", 1.0,
                                reference, anchor_budget=3, trials=2, storage="../../etc/x")
-    assert A.default_anchor_budget(50) == 10 and A.default_anchor_budget(28) == 6
+    assert MA.default_anchor_budget(50) == 10 and MA.default_anchor_budget(28) == 6
 
 
 def test_a_reference_of_another_step_count_is_carried_as_apply_carries_it(flux, user_dir):
     """Reference K=3 of 6 on a 9-step run is K=5 (N/K kept, halves up, as Apply and the ladder round): an
     anchor at K=4 is below it, and the ladder runs up to it."""
-    from otcache_pack.otcache_engine.warp import retarget
+    from otcache_pack.otcache_engine.schedules.warp import retarget
 
     b, s, _, _ = flux
     reference = Schedule(6, (0, 2, 5), kind="reference")
     assert retarget(reference, 9).budget == 5
     nine = SamplerSettings(9, 1.0, "euler", "simple", b.positive, b.negative, s.latent)
-    anchor, _ = A.anchor_search(b.patcher, nine, reference, seeds=[0], budget=4, trials=1, validate=False)
+    anchor, _ = MA.anchor_search(b.patcher, nine, reference, seeds=[0], budget=4, trials=1, validate=False)
     assert anchor.budget == 4 and anchor.num_steps == 9
-    with pytest.raises(A.OTCacheError, match="below the reference's 5 computed steps"):
-        A.anchor_search(b.patcher, nine, reference, seeds=[0], budget=5, trials=1, validate=False)
+    with pytest.raises(MA.OTCacheError, match="below the reference's 5 computed steps"):
+        MA.anchor_search(b.patcher, nine, reference, seeds=[0], budget=5, trials=1, validate=False)
 
 
 def test_conditioning_changes_the_study(flux):
     b, s, _, _ = flux
-    assert A.conditioning_id(b.positive, b.negative) == A.conditioning_id(b.positive, b.negative)
+    assert MA.conditioning_id(b.positive, b.negative) == MA.conditioning_id(b.positive, b.negative)
     other = [[b.positive[0][0] * 1.01, b.positive[0][1]]]
-    assert A.conditioning_id(other, b.negative) != A.conditioning_id(b.positive, b.negative)
+    assert MA.conditioning_id(other, b.negative) != MA.conditioning_id(b.positive, b.negative)
     assert math.isfinite(float(b.positive[0][0].sum()))
 
 
 def test_my_nodes_are_registered_with_valid_schemas():
     from otcache_pack.nodes import NODE_CLASSES
-    from otcache_pack.nodes.schedule_nodes import LoadSchedule, SaveSchedule
+    from otcache_pack.nodes.save_load_nodes import LoadSchedule, SaveSchedule
     ids = {}
     for cls in (C.Calibrate, A.AnchorSearch, SaveSchedule, LoadSchedule):
         assert cls in NODE_CLASSES
@@ -234,7 +236,7 @@ def test_a_damaged_journal_is_refused_before_any_model_call(flux, user_dir):
     calls, handle = _model_calls(b)
     try:
         with pytest.raises(ValueError, match="broken.journal is damaged at line 1.*move it away"):
-            A.anchor_search(b.patcher, s, reference, seeds=[0], budget=3, trials=2, storage="broken")
+            MA.anchor_search(b.patcher, s, reference, seeds=[0], budget=3, trials=2, storage="broken")
     finally:
         handle.remove()
     assert calls == []
@@ -255,7 +257,7 @@ def test_a_storage_name_linked_out_of_user_otcache_is_refused(flux, user_dir, tm
 def test_a_relative_sqlite_file_goes_into_user_otcache(flux, user_dir, tmp_path, monkeypatch):
     b, s, reference, _ = flux
     monkeypatch.chdir(tmp_path)              # ComfyUI's working directory: nothing may land here
-    anchor, summary = A.anchor_search(b.patcher, s, reference, seeds=[0], budget=2, trials=2,
+    anchor, summary = MA.anchor_search(b.patcher, s, reference, seeds=[0], budget=2, trials=2,
                                       storage="sqlite:///relative.db")
     assert (user_dir / "otcache" / "relative.db").is_file() and not (tmp_path / "relative.db").exists()
     assert summary["storage"] == f"sqlite:///{user_dir / 'otcache' / 'relative.db'}" and summary["trials"] == 2

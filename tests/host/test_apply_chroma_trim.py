@@ -19,7 +19,7 @@ COMFY_VERSION = require_comfy()
 import node_helpers  # noqa: E402
 
 from apply_helpers import bundle, patched, rel_err, run  # noqa: E402
-from otcache_pack.nodes import modulation_trim, patcher as P  # noqa: E402
+from otcache_pack.nodes.runtime import modulation_trim, patcher as P  # noqa: E402
 from otcache_pack.otcache_engine import Schedule  # noqa: E402
 
 N = 6

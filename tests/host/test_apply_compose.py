@@ -116,7 +116,7 @@ def test_lora_weight_patches_keep_working(family, batched_cfg):
 
 @pytest.mark.parametrize("family", ["flux", "wan21"])
 def test_remove_otcache_restores_what_was_wrapped(family, batched_cfg):
-    from otcache_pack.nodes.patcher import patched_config, remove_otcache
+    from otcache_pack.nodes.runtime.patcher import patched_config, remove_otcache
 
     b = bundle(family)
     foreign = with_foreign(b.patcher, [])

@@ -15,8 +15,8 @@ import comfy.patcher_extension as pe  # noqa: E402
 import sampling  # noqa: E402
 import tiny_models as tm  # noqa: E402
 from apply_helpers import CFG, bundle, patched, probed_run, run  # noqa: E402
-from otcache_pack.nodes.families import detect_family  # noqa: E402
-from otcache_pack.nodes.patcher import WRAPPER_KEY, patched_config  # noqa: E402
+from otcache_pack.nodes.runtime.families import detect_family  # noqa: E402
+from otcache_pack.nodes.runtime.patcher import WRAPPER_KEY, patched_config  # noqa: E402
 from otcache_pack.otcache_engine import Schedule  # noqa: E402
 
 N = 6
@@ -50,7 +50,7 @@ def test_apply_model_route_matches_the_diffusion_model_route(family, batched_cfg
     direct = run(patched(b.patcher, SCHED, reuse="output"), b, N)
     m = patched(b.patcher, SCHED, reuse="output")
     if family != "lumina2":   # block families get APPLY_MODEL only when they fall back; add it as the fallback does
-        from otcache_pack.nodes.patcher import apply_model_wrapper
+        from otcache_pack.nodes.runtime.patcher import apply_model_wrapper
         m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, WRAPPER_KEY, apply_model_wrapper)
     m.remove_wrappers_with_key(pe.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY)   # as if the forward had no hook
     out, probe = probed_run(m, b, N)

@@ -20,10 +20,10 @@ COMFY_VERSION = require_comfy()
 
 import tiny_models as tm  # noqa: E402
 from apply_helpers import bundle, patched, probed_run, rel_err, run  # noqa: E402
-from otcache_pack.nodes import families  # noqa: E402
+from otcache_pack.nodes.runtime import families  # noqa: E402
 from otcache_pack.nodes.apply_node import OTCacheApply  # noqa: E402
-from otcache_pack.nodes.families import FALLBACK_REASONS, detect_family  # noqa: E402
-from otcache_pack.nodes.patcher import remove_otcache  # noqa: E402
+from otcache_pack.nodes.runtime.families import FALLBACK_REASONS, detect_family  # noqa: E402
+from otcache_pack.nodes.runtime.patcher import remove_otcache  # noqa: E402
 from otcache_pack.otcache_engine import Schedule  # noqa: E402
 
 N = 6

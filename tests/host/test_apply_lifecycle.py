@@ -21,7 +21,7 @@ COMFY_VERSION = require_comfy()
 import comfy.model_management  # noqa: E402
 
 from apply_helpers import bundle, patched, probed_run, run, sample_with_callback  # noqa: E402
-from otcache_pack.nodes import block_patch, patcher as P  # noqa: E402
+from otcache_pack.nodes.runtime import block_patch, patcher as P  # noqa: E402
 from otcache_pack.otcache_engine import Schedule  # noqa: E402
 from otcache_pack.otcache_engine.runtime import CacheSession  # noqa: E402
 

@@ -12,9 +12,9 @@ from comfy_host import require_comfy
 COMFY_VERSION = require_comfy()
 
 from apply_helpers import bundle, probed_run, run  # noqa: E402
-from otcache_pack.nodes import patcher as P  # noqa: E402
+from otcache_pack.nodes.runtime import patcher as P  # noqa: E402
 from otcache_pack.nodes.apply_node import OTCacheApply  # noqa: E402
-from otcache_pack.nodes.presets import preset_pair  # noqa: E402
+from otcache_pack.nodes.runtime.presets import preset_pair  # noqa: E402
 from otcache_pack.nodes.preview import preview  # noqa: E402
 from otcache_pack.otcache_engine import Schedule  # noqa: E402
 

@@ -14,14 +14,16 @@ import comfy.model_management as mm  # noqa: E402
 
 import tiny_models  # noqa: E402
 from otcache_pack.nodes import calibrate_node as C  # noqa: E402
-from otcache_pack.nodes.calibration_data import CalibrationData  # noqa: E402
-from otcache_pack.nodes.patcher import cached_model  # noqa: E402
-from otcache_pack.nodes.run_sampling import SamplerSettings, sample, to_internal  # noqa: E402
+from otcache_pack.nodes.measure.calibration_data import CalibrationData  # noqa: E402
+from otcache_pack.nodes.runtime.patcher import cached_model  # noqa: E402
+from otcache_pack.nodes.measure.sampling import SamplerSettings, sample, to_internal  # noqa: E402
 from otcache_pack.otcache_engine import Schedule  # noqa: E402
-from otcache_pack.otcache_engine.baselines import uniform_k  # noqa: E402
-from otcache_pack.otcache_engine.hybrid import probe_steps  # noqa: E402
+from otcache_pack.otcache_engine.schedules.baselines import uniform_k  # noqa: E402
+from otcache_pack.otcache_engine.calibration.hybrid import probe_steps  # noqa: E402
 from otcache_pack.otcache_engine.errors import CalibrationError  # noqa: E402
-from otcache_pack.otcache_engine.graph_search import schedule_cost  # noqa: E402
+from otcache_pack.otcache_engine.schedules.graph_search import schedule_cost  # noqa: E402
+from otcache_pack.nodes import node_types as T  # noqa: E402
+from otcache_pack.nodes.measure import calibrate as MC  # noqa: E402
 
 CFG = {"flux": 1.0, "wan21": 3.5}
 
@@ -44,7 +46,7 @@ def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
 def test_reference_has_the_asked_budget_and_beats_uniform(bundles, family, progress_events):
     b = bundles[family]
     s = settings(b, 12)
-    ref, data = C.calibrate(b.patcher, s, [0], mode="local", max_gap=4, budget=5, measure=False)
+    ref, data = MC.calibrate(b.patcher, s, [0], mode="local", max_gap=4, budget=5, measure=False)
     uni = uniform_k(12, 5)
     assert ref.kind == "reference" and ref.budget == 5 and ref.num_steps == 12 and ref.largest_gap <= 4
     assert ref.sigmas is not None and len(ref.sigmas) == 13
@@ -88,8 +90,8 @@ def test_node_outputs_ui_and_calibration(bundles):
 def test_tail_rerun_modes_cost_what_the_tooltip_says(bundles, mode, progress_events):
     b = bundles["wan21"]
     n, gap = 6, 3
-    ref, data = C.calibrate(b.patcher, settings(b, n), [0], mode=mode, max_gap=gap, budget=3, measure=False)
-    expected = {"hybrid": n + (n - 1) * (n - 2) // 2, "global": C.calls_per_seed(n, gap, "global")}[mode]
+    ref, data = MC.calibrate(b.patcher, settings(b, n), [0], mode=mode, max_gap=gap, budget=3, measure=False)
+    expected = {"hybrid": n + (n - 1) * (n - 2) // 2, "global": MC.calls_per_seed(n, gap, "global")}[mode]
     assert data.settings["model_calls"] == expected == progress_events[-1][0] == progress_events[-1][1]
     assert ref.budget == 3 and ref.provenance["error_mode"] == mode
     finite = data.weights[data.weights < float("inf")]
@@ -98,10 +100,10 @@ def test_tail_rerun_modes_cost_what_the_tooltip_says(bundles, mode, progress_eve
 
 def test_a_tail_rerun_reproduces_the_recorded_run(bundles):
     """Restarting ComfyUI's sampler from a recorded latent lands on the recorded final latent."""
-    from otcache_pack.nodes.run_sampling import interruptible, tail_sample
+    from otcache_pack.nodes.measure.sampling import interruptible, tail_sample
     b = bundles["flux"]
     s = settings(b, 8)
-    ref, data = C.calibrate(b.patcher, s, [0], mode="local", max_gap=3, budget=4, measure=False)
+    ref, data = MC.calibrate(b.patcher, s, [0], mode="local", max_gap=3, budget=4, measure=False)
     run = data.runs[0]
     out = tail_sample(interruptible(b.patcher), s, run.latents[3], run.sigmas[3:], 0)
     assert torch.allclose(out, run.latents[-1], atol=1e-4, rtol=1e-4)
@@ -121,7 +123,7 @@ def test_interrupt_stops_within_one_model_call_and_leaves_the_model_unpatched(bu
     handle = b.last_block().register_forward_hook(count)
     try:
         with pytest.raises(mm.InterruptProcessingException):
-            C.calibrate(b.patcher, settings(b, 8), [0, 1], mode="global", max_gap=3, budget=4)
+            MC.calibrate(b.patcher, settings(b, 8), [0, 1], mode="global", max_gap=3, budget=4)
     finally:
         handle.remove()
         mm.interrupt_current_processing(False)
@@ -134,30 +136,30 @@ def test_interrupt_stops_within_one_model_call_and_leaves_the_model_unpatched(bu
 def test_bad_settings_are_clear_errors(bundles):
     b = bundles["flux"]
     with pytest.raises(CalibrationError, match="between 4 and 8"):
-        C.calibrate(b.patcher, settings(b, 8), [0], max_gap=3, budget=3)
+        MC.calibrate(b.patcher, settings(b, 8), [0], max_gap=3, budget=3)
     with pytest.raises(CalibrationError, match="integers separated by commas"):
-        C.parse_seeds("1, two", 0)
-    assert C.parse_seeds("", 7) == [7] and C.parse_seeds("x3", 7) == [7, 8, 9]
-    assert C.parse_seeds("1, 2 ,7", 7) == [7, 1, 2]
+        T.parse_seeds("1, two", 0)
+    assert T.parse_seeds("", 7) == [7] and T.parse_seeds("x3", 7) == [7, 8, 9]
+    assert T.parse_seeds("1, 2 ,7", 7) == [7, 1, 2]
     with pytest.raises(ValueError, match="OTCache Calibrate: .*error mode"):
         C.Calibrate.execute(b.patcher, b.positive, b.negative, {"samples": b.empty_latent()}, 0, 8, 1.0, "euler",
                             "simple", 1.0, error_mode="exact")
 
 
 def test_cost_helpers_match_the_design_tables():
-    assert C.default_max_gap(50) == 7 and C.default_max_gap(28) == 4
-    assert C.default_reference_budget(50) == 25 and C.default_reference_budget(28) == 14
-    assert C.calls_per_seed(50, 7, "hybrid") == 50 + sum(50 - j for j in probe_steps(50)) < 50 + 1176 / 3
-    assert C.calls_per_seed(50, 7, "global") == 50 + 6356       # method.md §2.4 table, L = 7
-    assert "N=28" in C.ERROR_MODE_TOOLTIP and "N=50" in C.ERROR_MODE_TOOLTIP
+    assert MC.default_max_gap(50) == 7 and MC.default_max_gap(28) == 4
+    assert MC.default_reference_budget(50) == 25 and MC.default_reference_budget(28) == 14
+    assert MC.calls_per_seed(50, 7, "hybrid") == 50 + sum(50 - j for j in probe_steps(50)) < 50 + 1176 / 3
+    assert MC.calls_per_seed(50, 7, "global") == 50 + 6356       # method.md §2.4 table, L = 7
+    assert "N=28" in MC.ERROR_MODE_TOOLTIP and "N=50" in MC.ERROR_MODE_TOOLTIP
 
 
 def test_a_model_that_already_carries_otcache_is_calibrated_uncached(bundles):
     b = bundles["wan21"]
     s = settings(b, 8)
-    plain_ref, plain = C.calibrate(b.patcher, s, [0], mode="local", max_gap=3, budget=4, measure=False)
+    plain_ref, plain = MC.calibrate(b.patcher, s, [0], mode="local", max_gap=3, budget=4, measure=False)
     cached = cached_model(b.patcher, uniform_k(8, 4))
-    ref, data = C.calibrate(cached, s, [0], mode="local", max_gap=3, budget=4, measure=False)
+    ref, data = MC.calibrate(cached, s, [0], mode="local", max_gap=3, budget=4, measure=False)
     assert ref.compute_steps == plain_ref.compute_steps
     assert torch.equal(data.runs[0].latents, plain.runs[0].latents)   # no step was skipped while recording
     assert "otcache" in cached.model_options["transformer_options"]     # and the input keeps its OTCache
@@ -177,6 +179,6 @@ def test_hostile_calibration_seeds_are_one_sentence(bundles, text, fragment):
         C.Calibrate.execute(b.patcher, b.positive, b.negative, {"samples": b.empty_latent()}, 0, 8, 1.0, "euler",
                             "simple", 1.0, calibration_seeds=text)
     assert type(e.value) is ValueError and len(str(e.value)) < 200
-    assert C.parse_seeds("x2", 2 ** 64 - 2) == [2 ** 64 - 2, 2 ** 64 - 1]
+    assert T.parse_seeds("x2", 2 ** 64 - 2) == [2 ** 64 - 2, 2 ** 64 - 1]
     with pytest.raises(CalibrationError, match="2\\^64-1"):
-        C.parse_seeds("x3", 2 ** 64 - 2)
+        T.parse_seeds("x3", 2 ** 64 - 2)

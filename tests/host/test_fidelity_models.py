@@ -13,8 +13,8 @@ import benchmarks.fidelity  # noqa: E402,F401
 from benchmarks.fidelity import codec, setups  # noqa: E402
 from benchmarks.fidelity.pipeline import PassCounter  # noqa: E402
 from benchmarks.fidelity.sampling import Pair, images, sample  # noqa: E402
-from otcache_pack.nodes.patcher import cached_model  # noqa: E402
-from otcache_pack.otcache_engine.baselines import uniform_k  # noqa: E402
+from otcache_pack.nodes.runtime.patcher import cached_model  # noqa: E402
+from otcache_pack.otcache_engine.schedules.baselines import uniform_k  # noqa: E402
 
 STEPS = 6
 

@@ -17,7 +17,7 @@ import comfy.model_management as mm  # noqa: E402
 import folder_paths  # noqa: E402
 
 from download_fixtures import alexnet_like_file, hashed_name, serve  # noqa: E402
-from otcache_pack.nodes import lpips_weights as L  # noqa: E402
+from otcache_pack.nodes.measure import lpips_weights as L  # noqa: E402
 from otcache_pack.otcache_engine.weights_download import NO_DOWNLOAD_ENV, RemoteFile  # noqa: E402
 
 BODY = alexnet_like_file()

@@ -12,15 +12,18 @@ COMFY_VERSION = require_comfy()
 import folder_paths  # noqa: E402
 
 import tiny_models  # noqa: E402
-from otcache_pack.nodes import anchor_node as A  # noqa: E402
 from otcache_pack.nodes import calibrate_node as C  # noqa: E402
-from otcache_pack.nodes import ladder, reuse_choice  # noqa: E402
+from otcache_pack.nodes.measure import ladder, reuse_choice  # noqa: E402
+from otcache_pack.nodes.runtime import operators as OP  # noqa: E402
 from otcache_pack.nodes.apply_node import OTCacheApply  # noqa: E402
-from otcache_pack.nodes.patcher import patched_config  # noqa: E402
-from otcache_pack.nodes.run_sampling import SamplerSettings, sample, to_internal  # noqa: E402
+from otcache_pack.nodes.runtime.patcher import patched_config  # noqa: E402
+from otcache_pack.nodes.measure.sampling import SamplerSettings, sample, to_internal  # noqa: E402
 from otcache_pack.otcache_engine import Schedule  # noqa: E402
-from otcache_pack.otcache_engine.baselines import uniform_k  # noqa: E402
+from otcache_pack.otcache_engine.schedules.baselines import uniform_k  # noqa: E402
 from otcache_pack.otcache_engine.errors import CalibrationError  # noqa: E402
+from otcache_pack.nodes.measure import calibration_record as R  # noqa: E402
+from otcache_pack.nodes.measure import calibrate as MC  # noqa: E402
+from otcache_pack.nodes.measure import anchor as MA  # noqa: E402
 
 N = 10
 
@@ -41,14 +44,14 @@ def prompt(b, k: int) -> list:
 def test_each_prompt_gets_its_own_seed(flux):
     s = settings(flux)
     two = [prompt(flux, 1), prompt(flux, 2)]
-    pairs = C.calibration_pairs(s, [7], two)
+    pairs = R.calibration_pairs(s, [7], two)
     assert [(p.prompt, p.seed) for p in pairs] == [(0, 7), (1, 8), (2, 9)]
     assert pairs[1].settings.positive is two[0] and pairs[0].settings.positive is s.positive
-    pairs = C.calibration_pairs(s, [7, 3, 4, 5], two)              # more seeds than prompts: prompts repeat
+    pairs = R.calibration_pairs(s, [7, 3, 4, 5], two)              # more seeds than prompts: prompts repeat
     assert [(p.prompt, p.seed) for p in pairs] == [(0, 7), (1, 3), (2, 4), (0, 5)]
-    assert [(p.prompt, p.seed) for p in C.calibration_pairs(s, [7, 8])] == [(0, 7), (0, 8)]
+    assert [(p.prompt, p.seed) for p in R.calibration_pairs(s, [7, 8])] == [(0, 7), (0, 8)]
     with pytest.raises(CalibrationError, match="at most 64"):
-        C.calibration_pairs(s, list(range(65)))
+        R.calibration_pairs(s, list(range(65)))
 
 
 def test_more_prompts_are_calibrated_each_with_its_own_run(flux):
@@ -64,26 +67,26 @@ def test_more_prompts_are_calibrated_each_with_its_own_run(flux):
         assert torch.allclose(run.latents[-1], own, atol=1e-5)
     assert not torch.allclose(data.runs[0].latents[-1], data.runs[1].latents[-1])
     with pytest.raises(CalibrationError, match="more_prompts must be a CONDITIONING"):
-        C.split_prompts("a cat")
+        R.split_prompts("a cat")
 
 
 def test_measure_chooses_the_operator_with_the_smallest_error_and_checks_the_reference(flux):
     s = settings(flux)
-    ref, data = C.calibrate(flux.patcher, s, [0, 1], mode="local", max_gap=3, budget=5)
+    ref, data = MC.calibrate(flux.patcher, s, [0, 1], mode="local", max_gap=3, budget=5)
     p = ref.provenance
-    labels = {op.label() for op in reuse_choice.CANDIDATES}
+    labels = {op.label() for op in OP.CANDIDATES}
     assert set(p["reuse_errors"]) == labels
-    chosen = reuse_choice.Operator(p["reuse"], p["gamma"]).label()
+    chosen = OP.Operator(p["reuse"], p["gamma"]).label()
     assert p["reuse_errors"][chosen] == min(p["reuse_errors"].values())
-    at_ref = reuse_choice.as_operator(p[reuse_choice.AT_REFERENCE])     # best on the reference itself
-    assert at_ref in reuse_choice.CANDIDATES
+    at_ref = OP.as_operator(p[OP.AT_REFERENCE])     # best on the reference itself
+    assert at_ref in OP.CANDIDATES
     check = p["reference_check"]
     assert {"graph", "uniform"} <= set(check) and p["reference_source"] == min(check, key=check.get)
     assert ref.budget == 5 and ref.kind == "reference" and data.reference.compute_steps == ref.compute_steps
-    assert data.settings["model_calls"] == 2 * N + reuse_choice.calls(5, C.default_anchor_budget(N), 2)
+    assert data.settings["model_calls"] == 2 * N + reuse_choice.calls(5, MC.default_anchor_budget(N), 2)
     # the measured errors are real end-to-end errors: re-measure the chosen operator on the reference
     judge = reuse_choice.judge_for(flux.patcher, data)
-    op = reuse_choice.Operator(p["reuse"], p["gamma"])
+    op = OP.Operator(p["reuse"], p["gamma"])
     assert judge.mean(ref, op) == pytest.approx(check[p["reference_source"]], rel=1e-5)
     assert judge.mean(ref, at_ref) <= judge.mean(ref, op) * (1 + 1e-5)
 
@@ -92,9 +95,9 @@ def test_a_graph_reference_that_loses_to_uniform_is_replaced(flux, monkeypatch):
     """The graph search's error model can be wrong for a model: the measured check must notice."""
     s = settings(flux)
     bad = Schedule(N, (0, 1, 2, 3, N - 1), kind="reference")        # everything early, one long skip at the end
-    monkeypatch.setattr(C, "reference_schedule", lambda *a, **k: bad.replace(sigmas=k.get("sigmas"),
+    monkeypatch.setattr(MC, "reference_schedule", lambda *a, **k: bad.replace(sigmas=k.get("sigmas"),
                                                                               provenance=k.get("provenance", {})))
-    ref, _ = C.calibrate(flux.patcher, s, [0, 1], mode="local", max_gap=3, budget=5)
+    ref, _ = MC.calibrate(flux.patcher, s, [0, 1], mode="local", max_gap=3, budget=5)
     check = ref.provenance["reference_check"]
     assert check["uniform"] < check["graph"] and ref.provenance["reference_source"] != "graph"
     assert ref.compute_steps != bad.compute_steps and ref.budget == 5
@@ -117,7 +120,7 @@ def test_apply_auto_takes_the_operator_measured_where_it_runs(flux):
     at 30 steps); the ladder measured an operator per budget in between."""
     gamma1, output = {"reuse": "omnicache", "gamma": 1.0}, {"reuse": "output", "gamma": 0.5}
     reference = uniform_k(N, 6).replace(kind="reference", provenance={**output,
-                                                                      reuse_choice.AT_REFERENCE: gamma1})
+                                                                      OP.AT_REFERENCE: gamma1})
     entries = {"4": {"steps": list(uniform_k(N, 4).compute_steps), "source": "uniform", "reuse": output},
                "5": {"steps": list(uniform_k(N, 5).compute_steps), "source": "uniform", "reuse": gamma1}}
     anchor = uniform_k(N, 3).replace(kind="anchor", provenance={**output, "ladder": {"num_steps": N,
@@ -139,11 +142,11 @@ def test_apply_auto_takes_the_operator_measured_where_it_runs(flux):
 
 def test_the_ladder_samples_both_operators_and_keeps_the_best_pair(flux, searched):
     s, reference, calibration, anchor, summary = searched
-    op = reuse_choice.recorded(reference)
-    other = next(o for o in reuse_choice.CANDIDATES if o != op)
-    both = reference.with_provenance(**{reuse_choice.AT_REFERENCE: other.as_dict()})
+    op = OP.recorded(reference)
+    other = next(o for o in OP.CANDIDATES if o != op)
+    both = reference.with_provenance(**{OP.AT_REFERENCE: other.as_dict()})
     operators = reuse_choice.ladder_operators(op, "auto", both)
-    residual = reuse_choice.Operator("residual", 0.5)
+    residual = OP.Operator("residual", 0.5)
     assert operators == [op, other] and reuse_choice.ladder_operators(residual, "residual", both) == [residual]
     judge = reuse_choice.judge_for(flux.patcher, calibration)
     calls = []
@@ -152,19 +155,19 @@ def test_the_ladder_samples_both_operators_and_keeps_the_best_pair(flux, searche
     for entry in lad["entries"].values():
         table = entry["by_reuse"]
         assert set(table) == {op.label(), other.label()}
-        assert entry["errors"] == table[reuse_choice.as_operator(entry["reuse"]).label()]
+        assert entry["errors"] == table[OP.as_operator(entry["reuse"]).label()]
         assert entry["errors"][entry["source"]] == min(e for errors in table.values() for e in errors.values())
 
 
 @pytest.fixture(scope="module")
 def searched(flux, tmp_path_factory):
     s = settings(flux)
-    reference, calibration = C.calibrate(flux.patcher, s, [0, 1], mode="local", max_gap=3, budget=6)
+    reference, calibration = MC.calibrate(flux.patcher, s, [0, 1], mode="local", max_gap=3, budget=6)
     folder = tmp_path_factory.mktemp("user")
     original = folder_paths.get_user_directory
     folder_paths.get_user_directory = lambda: str(folder)
     try:
-        anchor, summary = A.anchor_search(flux.patcher, s, reference, seeds=[0], budget=3, trials=6,
+        anchor, summary = MA.anchor_search(flux.patcher, s, reference, seeds=[0], budget=3, trials=6,
                                           calibration=calibration)
     finally:
         folder_paths.get_user_directory = original
@@ -204,10 +207,10 @@ def test_apply_says_when_the_budget_is_outside_anchor_and_reference(flux, search
 
 def test_the_study_is_keyed_by_reference_and_calibration(flux, searched, user_dir):
     s, reference, calibration, anchor, summary = searched
-    again, second = A.anchor_search(flux.patcher, s, reference, seeds=[0], budget=3, trials=6,
+    again, second = MA.anchor_search(flux.patcher, s, reference, seeds=[0], budget=3, trials=6,
                                     calibration=calibration, validate=False)
     other_ref = reference.replace(compute_steps=uniform_k(N, 6).compute_steps)
-    other, third = A.anchor_search(flux.patcher, s, other_ref, seeds=[0], budget=3, trials=6,
+    other, third = MA.anchor_search(flux.patcher, s, other_ref, seeds=[0], budget=3, trials=6,
                                    calibration=calibration, validate=False)
     assert second["study"] == summary["study"] and third["study"] != summary["study"]
     assert "ladder" not in again.provenance                        # validate=False measures nothing more
@@ -218,7 +221,7 @@ def test_judged_on_the_calibration_the_search_samples_no_uncached_run_again(flux
     passes = []
     handle = flux.last_block().register_forward_pre_hook(lambda *a: passes.append(1))
     try:
-        A.anchor_search(flux.patcher, s, reference, seeds=[0], budget=3, trials=1, calibration=calibration,
+        MA.anchor_search(flux.patcher, s, reference, seeds=[0], budget=3, trials=1, calibration=calibration,
                         validate=False, storage="fresh-study")
     finally:
         handle.remove()
@@ -226,15 +229,17 @@ def test_judged_on_the_calibration_the_search_samples_no_uncached_run_again(flux
 
 
 def test_nothing_connected_uses_a_preset_only_on_its_own_model_near_its_steps(flux):
-    from otcache_pack.nodes.families import FamilySpec, detect_family
-    from otcache_pack.nodes.schedule_source import ScheduleSource, preset_for
+    from otcache_pack.nodes.runtime.families import FamilySpec, detect_family
+    from otcache_pack.nodes.runtime.resolver import BudgetRequest, preset_for, resolve
 
     tiny = detect_family(flux.diffusion_model)
     assert tiny.preset == ("flux1-dev", 57) and len(tiny.blocks) == 4
     dev = FamilySpec("flux", "Flux", tuple(("double_block", i) for i in range(19)) +
                      tuple(("single_block", i) for i in range(38)), preset=("flux1-dev", 57))
     assert preset_for(dev, 50) == "flux1-dev" and preset_for(dev, 28) is None and preset_for(tiny, 50) is None
-    schedule, what = ScheduleSource(speedup=2.5).target(dev, 50)
+    res = resolve(BudgetRequest(speedup=2.5), dev, 50)
+    schedule, what = res.schedule, res.description
     assert schedule.provenance["source"] == "preset:flux1-dev" and schedule.budget == 20
-    schedule, what = ScheduleSource(speedup=2.5).target(tiny, 50)
+    res = resolve(BudgetRequest(speedup=2.5), tiny, 50)
+    schedule, what = res.schedule, res.description
     assert "uniform" in what and schedule.compute_steps == uniform_k(50, 20).compute_steps

@@ -9,7 +9,7 @@ COMFY_VERSION = require_comfy()
 
 import sampling  # noqa: E402
 import tiny_models  # noqa: E402
-from otcache_pack.nodes import provenance as P  # noqa: E402
+from otcache_pack.nodes.runtime import provenance as P  # noqa: E402
 from otcache_pack.otcache_engine import Schedule  # noqa: E402
 
 

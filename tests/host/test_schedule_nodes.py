@@ -14,10 +14,10 @@ COMFY_VERSION = require_comfy()
 
 import folder_paths  # noqa: E402
 
-from otcache_pack.nodes import schedule_nodes as SN  # noqa: E402
-from otcache_pack.nodes.calibration_data import CalibrationData  # noqa: E402
+from otcache_pack.nodes import save_load_nodes as SN  # noqa: E402
+from otcache_pack.nodes.measure.calibration_data import CalibrationData  # noqa: E402
 from otcache_pack.otcache_engine import Schedule  # noqa: E402
-from otcache_pack.otcache_engine.calibration import CalibrationRun  # noqa: E402
+from otcache_pack.otcache_engine.calibration.calibration_run import CalibrationRun  # noqa: E402
 from otcache_pack.otcache_engine.errors import ScheduleError  # noqa: E402
 
 

@@ -142,7 +142,7 @@ def test_workflow_through_prompt_succeeds_and_ui_carries_the_schedule(server, in
     labels = [r["label"] for r in payload["rows"]]
     assert labels[:2] == ["reference", "anchor"], labels
     # the schedule sent to the page is a valid schedule file
-    from otcache_pack.otcache_engine import schedule_io
+    from otcache_pack.otcache_engine.schedules import schedule_io
     sched = schedule_io.from_dict(payload["schedule"])
     assert sched.compute_steps[0] == 0
     # the same budget through the preview route gives the same schedule (one implementation)

@@ -29,12 +29,12 @@ def test_every_relative_link_resolves(doc):
 
 def test_the_bundled_samples_picture_is_linked_where_it_is():
     links = [(doc, t) for doc in DOCS for t in relative_links(doc) if t.endswith("samples.png")]
-    assert links and all((doc.parent / t).resolve() == ROOT / "otcache_engine/toy/weights/samples.png"
+    assert links and all((doc.parent / t).resolve() == ROOT / "benchmarks/toy/weights/samples.png"
                          for doc, t in links)
 
 
 def test_the_first_screen_says_where_the_demo_writes():
-    from otcache_engine.toy import commands
+    from benchmarks.toy import commands
 
     parser = argparse.ArgumentParser()
     commands._demo_add_arguments(parser)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from otcache_pure.nodes import presets
+from otcache_pure.nodes.runtime import presets
 from otcache_pure.otcache_engine import ScheduleError, schedule_io
 
 ROOT = Path(__file__).resolve().parents[2]

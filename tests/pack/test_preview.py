@@ -6,11 +6,12 @@ import math
 
 import pytest
 
-from otcache_pure.nodes import presets
-from otcache_pure.nodes.preview import (UI_KEY, PreviewError, budget_for_speedup, plot_payload, preview,
+from otcache_pure.nodes.runtime import presets
+from otcache_pure.otcache_engine.schedules.schedule import budget_for_speedup
+from otcache_pure.nodes.preview import (UI_KEY, PreviewError, plot_payload, preview,
                                         ui_output)
 from otcache_pure.otcache_engine import Schedule
-from otcache_pure.otcache_engine.transport import interpolate
+from otcache_pure.otcache_engine.schedules.transport import interpolate
 
 REF, ANC = presets.preset_pair("flux1-dev")
 
@@ -77,10 +78,10 @@ def test_sigmas_are_checked_and_passed_to_the_plot():
 
 
 def test_a_single_schedule_is_used_the_way_apply_uses_it():
-    from otcache_pure.nodes.schedule_source import ScheduleSource
+    from otcache_pure.nodes.runtime.resolver import BudgetRequest, resolve
     p = preview({"reference": REF.to_dict(), "speedup": 3.0})
     assert [r["label"] for r in p["rows"]] == ["reference", "in use"]
-    expected, _ = ScheduleSource(reference=REF, mode="speedup", speedup=3.0).target()
+    expected = resolve(BudgetRequest(reference=REF, mode="speedup", speedup=3.0)).schedule
     assert p["compute_steps"] == list(expected.compute_steps)
     assert "only a reference" in p["note"]
     p = preview({"anchor": ANC.to_dict()})

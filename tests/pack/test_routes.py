@@ -10,7 +10,8 @@ import pytest
 web = pytest.importorskip("aiohttp.web", reason="aiohttp (a ComfyUI requirement) is not installed")
 from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 
-from otcache_pure.nodes import presets, routes  # noqa: E402
+from otcache_pure.nodes import routes
+from otcache_pure.nodes.runtime import presets  # noqa: E402
 
 
 class FakePromptServer:

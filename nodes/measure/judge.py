@@ -1,0 +1,60 @@
+"""Judging schedules where they are used: sample the user's model with a schedule and a reuse operator on the
+calibration pairs, and compare the result with the uncached one.
+
+The graph search of Calibrate predicts errors; Anchor Search, the reuse-operator choice and the check of a
+reference against a uniform schedule need the real end-to-end error instead. All of them go through this
+one judge: the same pairs, the same metric, the same way of sampling (ComfyUI's own, on interruptible
+clones), so their numbers can be compared with each other.
+
+Latent metrics compare *internal* latents (the sampler's space, where the calibration runs were recorded),
+so the uncached references of a calibration are its recorded final latents and cost no model call.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+
+from ...otcache_engine import Schedule
+from ...otcache_engine.metrics import Perceptual
+from ..runtime.operators import Operator
+from .sampling import Progress, interruptible, sample, to_internal
+
+
+class Judge:
+    """The uncached output of every pair (computed once, or given) and the metric that compares a run with it."""
+
+    def __init__(self, model: Any, pairs: Sequence[Any], metric: Perceptual, vae: Any = None,
+                 refs: Sequence[torch.Tensor] | None = None):
+        self.model, self.pairs, self.metric, self.vae = model, list(pairs), metric, vae
+        self.refs: list[torch.Tensor] = list(refs) if refs is not None else []
+
+    def output(self, latent: torch.Tensor) -> torch.Tensor:
+        if self.metric.on == "latent" or self.vae is None:
+            return to_internal(self.model, latent)
+        return self.vae.decode(latent).float().cpu()
+
+    def prepare(self, progress: Progress) -> None:
+        """Sample the uncached outputs (unless they were given)."""
+        if self.refs:
+            return
+        base = interruptible(self.model)
+        for p in self.pairs:
+            self.refs.append(self.output(sample(base, p.settings, p.seed, lambda *a: progress.step())))
+
+    def score(self, schedule: Schedule, pair: int, op: Operator) -> float:
+        """Distance to the uncached output of ``pair`` when sampling with ``schedule`` and ``op``."""
+        from ..runtime.patcher import cached_model
+
+        m = interruptible(cached_model(self.model, schedule, reuse=op.reuse, gamma=op.gamma))
+        p = self.pairs[pair]
+        return self.metric(self.output(sample(m, p.settings, p.seed)), self.refs[pair])
+
+    def mean(self, schedule: Schedule, op: Operator, on_pair: Callable[[], None] | None = None) -> float:
+        """Mean distance over every pair."""
+        total = 0.0
+        for i in range(len(self.pairs)):
+            total += self.score(schedule, i, op)
+            if on_pair is not None:
+                on_pair()
+        return total / max(1, len(self.pairs))

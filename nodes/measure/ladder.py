@@ -1,0 +1,88 @@
+"""The interpolation, checked where it will be used: a validation ladder over every budget in between.
+
+OT interpolation places any budget between the anchor and the reference instantly, but nothing guarantees
+the placed schedule is good: in the in-host benchmark an interpolated schedule lost 2.4 dB to a uniform one
+at one budget while winning by 5-6 dB at its neighbours (with an extrapolating reuse operator the exact gap
+pattern matters). So after the anchor search, at every budget strictly between the two, three instant
+candidates are sampled on the calibration pairs with the deployed operator -- the interpolation, the graph
+search's optimum at that budget (from the calibration's weights) and a uniform schedule -- and the best is
+recorded per budget in the anchor (``transport.measured_entry`` reads it). When Calibrate measured another
+operator best on the reference than the one the anchor was searched with, each candidate is sampled with
+both, and the entry records the winning pair (``runtime.operators.measured_at`` reads the operator). OTCache Apply then stays a table
+lookup: no model call when the slider moves, and never a budget where a measured rival was better.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from ...otcache_engine import Schedule
+from ...otcache_engine.schedules.baselines import uniform_k
+from ...otcache_engine.errors import OTCacheError
+from ...otcache_engine.schedules.transport import LADDER_KEY, schedule_at
+from ..runtime.operators import Operator
+from .judge import Judge
+
+
+def budgets(reference: Schedule, anchor: Schedule) -> range:
+    return range(anchor.budget + 1, reference.budget)
+
+
+def calls(reference: Schedule, anchor: Schedule, pairs: int, operators: int = 1) -> int:
+    """Model calls of :func:`build` at most (three candidates per budget and operator, fewer when two
+    coincide)."""
+    return 3 * operators * pairs * sum(budgets(reference, anchor))
+
+
+def candidates(reference: Schedule, anchor: Schedule, calibration: Any, budget: int) -> dict[str, Schedule]:
+    """The interpolation, the graph's optimum and uniform at ``budget``; one entry per distinct schedule."""
+    n = reference.num_steps
+    found = {"ot": plain_interpolation(reference, anchor, budget)}
+    if calibration is not None and calibration.num_steps == n:
+        graph = calibration.widened_graph_schedule(budget)
+        if graph is not None:
+            found["graph"] = graph
+    found["uniform"] = uniform_k(n, budget, force_last=reference.force_last)
+    distinct: dict[str, Schedule] = {}
+    for name, s in found.items():
+        if all(s.compute_steps != t.compute_steps for t in distinct.values()):
+            distinct[name] = s
+    return distinct
+
+
+def build(judge: Judge, reference: Schedule, anchor: Schedule, calibration: Any, operators: Sequence[Operator],
+          on_call: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
+    """The ladder: per budget, the measured best candidate and operator, its steps and every candidate's
+    error with that operator (the others' under ``by_reuse`` when there are several)."""
+    if reference.num_steps != anchor.num_steps:
+        raise OTCacheError("the ladder needs the reference and the anchor on the same step count")
+    entries = {}
+    for k in budgets(reference, anchor):
+        cands = candidates(reference, anchor, calibration, k)
+        table = {op: {name: judge.mean(s, op, lambda s=s: on_call(s.budget)) for name, s in cands.items()}
+                 for op in operators}
+        op, best = min(((op, name) for op, errors in table.items() for name in errors),
+                       key=lambda pair: table[pair[0]][pair[1]])
+        entries[str(k)] = {"steps": list(cands[best].compute_steps), "source": best, "errors": table[op],
+                           "reuse": op.as_dict()}
+        if len(operators) > 1:
+            entries[str(k)]["by_reuse"] = {o.label(): errors for o, errors in table.items()}
+    return {"num_steps": reference.num_steps, "reuse": operators[0].as_dict(), "metric": judge.metric.name,
+            "entries": entries}
+
+
+def summary(ladder: dict[str, Any]) -> str:
+    """One line: how often each candidate won."""
+    wins: dict[str, int] = {}
+    for entry in ladder.get("entries", {}).values():
+        wins[entry["source"]] = wins.get(entry["source"], 0) + 1
+    if not wins:
+        return "no budget between the anchor and the reference"
+    shown = ", ".join(f"{name} {count}" for name, count in sorted(wins.items(), key=lambda kv: -kv[1]))
+    return f"validated {sum(wins.values())} budgets between anchor and reference (best: {shown})"
+
+
+def plain_interpolation(reference: Schedule, anchor: Schedule, budget: int) -> Schedule:
+    """The OT interpolation alone, whatever ladder the anchor carries."""
+    if LADDER_KEY in anchor.provenance:
+        anchor = anchor.replace(provenance={k: v for k, v in anchor.provenance.items() if k != LADDER_KEY})
+    return schedule_at(reference, anchor, budget)

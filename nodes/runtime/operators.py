@@ -1,0 +1,82 @@
+"""Reuse operators as a user or a measurement names them, and reading what a calibration measured.
+
+An :class:`Operator` is the pair OTCache Apply's ``reuse`` and ``gamma`` inputs make. ``auto`` runs the
+operator measured where the schedule runs (:func:`measured_at`): Calibrate stores the one best on the
+reference itself, the validation ladder the best (schedule, operator) pair at each budget in between, and
+the schedules carry both. Only the reading lives here, so that the budget resolver (which every run asks)
+never imports the code that samples; the measuring is ``measure.reuse_choice`` and ``measure.ladder``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ...otcache_engine import Schedule
+
+
+@dataclass(frozen=True)
+class Operator:
+    """A reuse operator as the user picks it (``reuse`` of OTCache Apply) and its gamma (omnicache only)."""
+
+    reuse: str = "residual"
+    gamma: float = 0.5
+
+    def label(self) -> str:
+        return f"omnicache(gamma={self.gamma:g})" if self.reuse == "omnicache" else self.reuse
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"reuse": self.reuse, "gamma": float(self.gamma)}
+
+
+# With nothing measured: the operator that won most cells of the in-host benchmark for uniform schedules
+# (omnicache at gamma 1 in the block-residual space; plain residual reuse was last on every model there).
+DEFAULT = Operator("omnicache", 1.0)
+AUTO = "auto"
+AT_REFERENCE = "reuse_at_reference"   # provenance: the operator measured best on the reference schedule itself
+CANDIDATES: tuple[Operator, ...] = (Operator("residual"), Operator("output"), Operator("omnicache", 0.5),
+                                    Operator("omnicache", 0.75), Operator("omnicache", 1.0))
+
+
+def as_operator(record: Any) -> Operator | None:
+    """An operator recorded as ``{"reuse": ..., "gamma": ...}`` (a schedule's provenance, a ladder entry)."""
+    if not isinstance(record, Mapping):
+        return None
+    reuse, gamma = record.get("reuse"), record.get("gamma", 0.5)
+    if reuse in {op.reuse for op in CANDIDATES} and isinstance(gamma, (int, float)) and not isinstance(gamma, bool):
+        return Operator(str(reuse), float(gamma))
+    return None
+
+
+def recorded(*schedules: Schedule | None) -> Operator | None:
+    """The operator a schedule's calibration measured (the first schedule that records one)."""
+    return next((op for op in (as_operator(s.provenance) for s in schedules if s is not None) if op), None)
+
+
+def measured_at(budget: int, reference: Schedule | None,
+                entry: Mapping[str, Any] | None) -> tuple[Operator, str] | None:
+    """The operator measured best at ``budget`` (K of the reference's steps), where one was measured there:
+    at or above the reference's budget Calibrate's, else that of the ladder ``entry`` Apply runs (its steps
+    checked by ``transport.measured_entry``)."""
+    if reference is None:
+        return None
+    if budget >= reference.budget:
+        op = as_operator(reference.provenance.get(AT_REFERENCE))
+        if op is not None:
+            return op, "measured by Calibrate on the reference"
+    op = as_operator(entry.get("reuse")) if entry is not None else None
+    return (op, f"measured by the validation ladder at K={budget}") if op is not None else None
+
+
+def operator_for(reuse: str, gamma: float, reference: Schedule | None = None, anchor: Schedule | None = None,
+                 budget: int | None = None, entry: Mapping[str, Any] | None = None) -> tuple[Operator, str]:
+    """The operator to run with, and where it came from: an explicit choice, or for ``auto`` the one measured
+    best at ``budget`` (:func:`measured_at`), else the schedules' overall measured one, else :data:`DEFAULT`."""
+    if reuse != AUTO:
+        return Operator(reuse, float(gamma)), "chosen"
+    at = measured_at(budget, reference, entry) if budget is not None else None
+    if at is not None:
+        return at
+    found = recorded(reference, anchor)
+    if found is not None:
+        return found, "measured by Calibrate"
+    return DEFAULT, "default (nothing measured)"

@@ -1,0 +1,181 @@
+"""The one budget resolver: what OTCache Apply was given -> the schedule and reuse operator a run uses.
+
+Apply's output (its plot and log line), the preview route while the slider moves and every sampling run's
+plan ask :func:`resolve`, so they cannot disagree. It computes K once per call: from the speed-up (the one
+rounding, ``schedule.budget_for_speedup``) or as given, on the reference's steps when schedules are
+connected, on the run's when nothing is; it reads the anchor's validation ladder once at that K, for the
+schedule and for the operator measured there. A run with another step count than its schedule gets its
+own K once more, from that schedule (:func:`run_budget`), and hands it to the step plan.
+
+- reference and anchor connected: the schedule at K between them (the ladder's measured one, else the
+  OT interpolation, ``transport.placed_at``). One schedule alone is used as it is (the budget inputs do
+  not apply; the preview widget shows the same).
+- nothing connected: made for each run's own step count. A shipped preset (LeMiCa's published schedules)
+  only near its own setting: the model it was made for (same family and block count) at about its 50
+  steps; otherwise a uniform schedule: a schedule tuned for another model or step count can be worse than
+  uniform, and nothing here has measured this one.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from ...otcache_engine import Schedule
+from ...otcache_engine.errors import OTCacheError
+from ...otcache_engine.runtime import StepPlan
+from ...otcache_engine.runtime.reuse import NAMES as REUSE_NAMES
+from ...otcache_engine.schedules import transport, warp
+from ...otcache_engine.schedules.baselines import uniform_k
+from ...otcache_engine.schedules.schedule import budget_for_speedup
+from .families import FamilySpec
+from .operators import AUTO, Operator, operator_for
+
+PREVIEW_STEPS = 20
+MODES = ("speedup", "compute steps")
+PRESET_STEPS = (40, 60)   # "near its own setting": the presets are made for 50 steps
+
+
+@dataclass(frozen=True)
+class BudgetRequest:
+    """OTCache Apply's schedule inputs: reference / anchor (optional), the budget asked, the reuse choice."""
+
+    reference: Schedule | None = None
+    anchor: Schedule | None = None
+    mode: str = "speedup"
+    speedup: float = 2.0
+    budget: int = 0                     # K in 'compute steps' mode
+    reuse: str = AUTO
+    gamma: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise OTCacheError(f"unknown budget mode {self.mode!r}; choose one of {list(MODES)}")
+        if not (isinstance(self.speedup, (int, float)) and math.isfinite(self.speedup) and self.speedup >= 1.0):
+            raise OTCacheError(f"speedup must be a number >= 1.0 (1.0 = compute every step), got {self.speedup!r}")
+        if self.mode == "compute steps" and (not isinstance(self.budget, int) or self.budget < 1):
+            raise OTCacheError(f"compute_steps must be a positive integer in 'compute steps' mode, "
+                               f"got {self.budget!r}")
+        if self.reuse != AUTO and self.reuse not in REUSE_NAMES:
+            raise OTCacheError(f"unknown reuse operator {self.reuse!r}; choose one of {list(REUSE_NAMES)}")
+
+    @property
+    def connected(self) -> bool:
+        return self.reference is not None or self.anchor is not None
+
+    @property
+    def per_run(self) -> bool:
+        """True when the schedule can only be made once the run's step count is known."""
+        return not self.connected
+
+    def k_for(self, num_steps: int) -> int:
+        """K of ``num_steps`` steps for this request: the only place a speed-up becomes a step count."""
+        if self.mode == "compute steps":
+            if self.budget > num_steps:
+                raise OTCacheError(f"compute_steps={self.budget} exceeds the schedule's {num_steps} steps; "
+                                   f"use at most {num_steps}")
+            return self.budget
+        return budget_for_speedup(num_steps, self.speedup)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The schedule and operator a request resolves to, and why."""
+
+    schedule: Schedule
+    operator: Operator
+    operator_origin: str                # "chosen", "measured by ...", "default (nothing measured)"
+    description: str                    # where the schedule came from, one line
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def budget(self) -> int:
+        return self.schedule.budget
+
+
+def resolve(request: BudgetRequest, family: FamilySpec | None = None, steps: int | None = None) -> Resolution:
+    """The schedule and operator for ``request``; ``steps`` is the run's step count for a per-run request
+    (``PREVIEW_STEPS`` to show one without a run), ``family`` the model's (whether a shipped preset fits)."""
+    ref, anc = request.reference, request.anchor
+    if not request.connected:
+        schedule, description = default_schedule(family, steps or PREVIEW_STEPS, request.k_for(steps or PREVIEW_STEPS))
+        return _resolved(request, schedule, description)
+    if ref is None or anc is None:
+        only, role = (ref, "reference") if ref is not None else (anc, "anchor")
+        return _resolved(request, only, f"the {role} as connected (connect both a reference and an anchor to set "
+                                        "the budget)", budget=only.budget)
+    k = request.k_for(ref.num_steps)
+    entry = transport.measured_entry(anc, ref.num_steps, k)
+    schedule = transport.placed_at(ref, anc, k, entry)
+    return _resolved(request, schedule, describe(schedule, k), budget=k, entry=entry)
+
+
+def _resolved(request: BudgetRequest, schedule: Schedule, description: str, budget: int | None = None,
+              entry: dict | None = None) -> Resolution:
+    op, why = operator_for(request.reuse, request.gamma, request.reference, request.anchor, budget, entry)
+    return Resolution(schedule, op, why, description, tuple(schedule.provenance.get("warnings", ())))
+
+
+def run_budget(schedule: Schedule, steps: int) -> int:
+    """K of a run of ``steps`` steps that follows ``schedule``: its own K on its own step count, else its
+    speed-up kept (``warp.retarget_budget``: at least 2 when the last step is forced)."""
+    return schedule.budget if steps == schedule.num_steps else warp.retarget_budget(schedule, steps)
+
+
+def plan_run(planned: Schedule | BudgetRequest, family: FamilySpec | None, run_sigmas: Sequence[float],
+             grid: Callable[[Schedule], Sequence[float] | None]) -> tuple[Schedule, StepPlan]:
+    """The schedule a sampling run follows and its step plan: a fixed schedule as it is, a per-run request
+    resolved for the run's step count. ``grid(schedule)`` is the noise grid a schedule without sigmas is
+    assumed to live on (the model's own scheduler for its N)."""
+    n = len(run_sigmas) - 1
+    schedule = planned if isinstance(planned, Schedule) else resolve(planned, family, n).schedule
+    reference = grid(schedule) if schedule.sigmas is None else None
+    return schedule, StepPlan.build(schedule, run_sigmas, reference, budget=run_budget(schedule, n))
+
+
+def describe(target: Schedule, budget: int) -> str:
+    measured = target.provenance.get("ladder_source")
+    if measured:
+        return (f"{measured} schedule, measured best at K={budget} on the calibration pairs (the anchor's "
+                "validation ladder)")
+    return "interpolated between reference and anchor"
+
+
+def default_schedule(family: FamilySpec | None, num_steps: int, budget: int) -> tuple[Schedule, str]:
+    """The no-calibration schedule: the family's preset pair near its own setting, else uniform."""
+    key = preset_for(family, num_steps)
+    pair = _preset_pair(key) if key else None
+    if pair is not None:
+        ref, anc = pair
+        if ref.num_steps != num_steps:
+            ref, anc = warp.retarget(ref, num_steps), warp.retarget(anc, num_steps)
+        target = transport.schedule_at(ref, anc, budget)
+        return (target.with_provenance(source=f"preset:{key}"),
+                f"built-in preset {key} (made for this model at 50 steps), interpolated")
+    return uniform(num_steps, budget), "uniform schedule (calibrate, or load a schedule, to do better)"
+
+
+def preset_for(family: FamilySpec | None, num_steps: int) -> str | None:
+    """The shipped preset made for this model (its family's released one, by block count) near this step
+    count, if any."""
+    if family is None or family.preset is None:
+        return None
+    key, made_for = family.preset
+    lo, hi = PRESET_STEPS
+    return key if len(family.blocks) == made_for and lo <= num_steps <= hi else None
+
+
+def uniform(num_steps: int, budget: int) -> Schedule:
+    """K computed steps spread evenly, first and last included (``baselines.uniform_k``)."""
+    k = max(1, min(budget, num_steps))
+    if k == 1:
+        return Schedule(num_steps, (0,), kind="preset", force_last=False, provenance={"source": "uniform"})
+    return uniform_k(num_steps, k).replace(kind="preset", provenance={"source": "uniform"})
+
+
+def _preset_pair(key: str) -> tuple[Schedule, Schedule] | None:
+    try:
+        from . import presets
+        return presets.preset_pair(key)
+    except (ImportError, OTCacheError, OSError):
+        return None
