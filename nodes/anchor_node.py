@@ -93,7 +93,8 @@ class AnchorSearch(io.ComfyNode):
             raise ValueError(f"OTCache Anchor Search: {e}") from None
         note = (f"anchor K={anchor.budget} of N={anchor.num_steps}: best {summary['metric']} "
                 f"{summary['best_score']:.4g} after {summary['trials']} trials on {summary['pairs']} pair(s) "
-                f"({summary['judged_on']})" + (f"; {summary['validation']}" if summary["validation"] else ""))
+                f"({summary['judged_on']}); cost {summary['model_calls']} model calls = {summary['generations']:.1f} "
+                f"uncached generations" + (f"; {summary['validation']}" if summary["validation"] else ""))
         warnings = [summary["warning"]] if summary["warning"] else []
         ui = ui_output(plot_payload(anchor, reference, None, label="anchor", note=note, warnings_=warnings))
         ui["otcache_anchor"] = [summary]

@@ -18,7 +18,7 @@ from .preview import plot_payload, ui_output
 from .runtime.operators import AUTO, DEFAULT
 from .runtime.patcher import CACHE_DEVICES, REUSE_NAMES, PatchOptions, install
 from .runtime.provenance import check_model
-from .runtime.resolver import MODES, BudgetRequest, Resolution
+from .runtime.resolver import MODES, BudgetRequest, Resolution, quality_line
 
 log = logging.getLogger("otcache")
 
@@ -113,9 +113,12 @@ def _payload(cfg, res: Resolution, request: BudgetRequest, warnings: list[str] |
         if s is not None and s.num_steps != target.num_steps:
             shown[f"shown_{role}"] = retarget(s, target.num_steps)
     note = f"{cfg.family.describe()}; reuse {cfg.reuse.describe()} ({res.operator_origin}); {res.description}"
+    if res.quality:
+        note += f"; {quality_line(res.quality)}"
     if request.per_run:
         note += f"; made for each run's step count (shown for {target.num_steps})"
     payload = plot_payload(target, request.reference, request.anchor, note=note,
                            label=None if request.connected else "default", warnings_=warnings, **shown)
     payload["kind"] = target.kind
+    payload["quality"] = dict(res.quality) if res.quality else None
     return payload

@@ -72,7 +72,7 @@ class Calibrate(io.ComfyNode):
         p = reference.provenance
         note = (f"reference K={reference.budget} of N={reference.num_steps} ({error_mode} error, "
                 f"{len(data.runs)} run(s) over {data.settings['prompts']} prompt(s), {data.settings['model_calls']} "
-                f"model calls); replay error {p['calibrated_error']:.4g} vs uniform {p['uniform_error']:.4g}")
+                f"model calls = {data.settings['model_calls'] / reference.num_steps:.1f} uncached generations); replay error {p['calibrated_error']:.4g} vs uniform {p['uniform_error']:.4g}")
         log.info("[OTCache] Calibrate: %s; %s", reference.mask_string(), note)
         ui = ui_output(plot_payload(reference, label="reference", note=note))
         ui["otcache_calibration"] = [data.summary() | {"calibrated_error": p["calibrated_error"],

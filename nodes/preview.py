@@ -201,7 +201,7 @@ def _budget(body: Mapping[str, Any]) -> tuple[str, float | None, int | None]:
 def _compute(reference, anchor, num_steps, sigmas, mode, speedup, budget) -> dict[str, Any]:
     """The schedule OTCache Apply would use for these inputs (its own resolver: ``resolver.resolve``)."""
     from ..otcache_engine.schedules.warp import retarget
-    from .runtime.resolver import BudgetRequest, resolve, run_budget
+    from .runtime.resolver import BudgetRequest, quality_line, resolve, run_budget
 
     first = reference if reference is not None else anchor
     if mode == "speedup" and speedup is None:
@@ -225,6 +225,7 @@ def _compute(reference, anchor, num_steps, sigmas, mode, speedup, budget) -> dic
         lo, hi = sorted((reference.budget, retarget(anchor, reference.num_steps).budget
                          if anchor.num_steps != reference.num_steps else anchor.budget))
         note = f"K={target.budget} of N={target.num_steps}, between the anchor and the reference ({lo}..{hi}): {what}"
+        note += f"; {quality_line(res.quality)}" if res.quality else ""
         extra += list(res.warnings)
     else:
         label = "in use"
@@ -233,5 +234,7 @@ def _compute(reference, anchor, num_steps, sigmas, mode, speedup, budget) -> dic
     target_shown = target if n == target.num_steps else retarget(target, n, budget=run_budget(target, n))
     if target_shown is not target:
         note += f"; shown on the run's {n} steps"
-    return plot_payload(target_shown, reference, anchor, sigmas=sigmas, label=label, warnings_=extra, note=note,
-                        shown_reference=shown(reference), shown_anchor=shown(anchor))
+    payload = plot_payload(target_shown, reference, anchor, sigmas=sigmas, label=label, warnings_=extra, note=note,
+                           shown_reference=shown(reference), shown_anchor=shown(anchor))
+    payload["quality"] = dict(res.quality) if res.quality else None
+    return payload

@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,14 @@ from ...otcache_engine.metrics import Perceptual
 from ...otcache_engine.schedules.warp import retarget
 from ...otcache_engine.search.anchor_search import AnchorConfig, search_anchor
 from ...otcache_engine.search.study_storage import connect
-from ..runtime.operators import AUTO, operator_for
+from ..runtime.families import detect_family
+from ..runtime.operators import AUTO, Operator, operator_for
+from ..runtime.resolver import default_schedule
 from ..runtime.provenance import model_hash, run_provenance
 from ..schedule_folders import clean_name, plain_name, user_folder
 from . import ladder
 from .calibrate import default_anchor_budget
+from .cost import StageCost, announce, spent
 from .calibration_data import CalibrationData
 from .calibration_record import CalibrationPair, calibration_pairs
 from .judge import Judge
@@ -135,6 +139,24 @@ def recorded_refs(model: Any, calibration: CalibrationData | None, pairs: list, 
 
 # --- the search ----------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Search:
+    """One anchor search's setting, fixed before any model call."""
+
+    base: Any
+    n: int
+    ref_n: Schedule
+    key: str
+    store: Any
+    pairs: list
+    judged_on: str
+    op: Operator
+    metric: Perceptual
+    cfg: AnchorConfig
+    graph: Schedule | None
+    context: dict
+
+
 def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds: list[int], budget: int = 0,
                   trials: int = 64, search_seed: int = 0, storage: str = "", vae: Any = None,
                   calibration: CalibrationData | None = None, reuse: str = AUTO, gamma: float = 0.5,
@@ -144,6 +166,7 @@ def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds:
 
     Trials are judged on the calibration's (prompt, seed) pairs when a calibration made with the same sampler
     settings is connected (``own_seeds`` False): an anchor fitted to one seed does not carry to others.
+    What it will cost is said before the first model call, and what it spent at the end.
     """
     import comfy.model_management
 
@@ -151,6 +174,34 @@ def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds:
         raise OTCacheError(f"reuse must be one of {[AUTO, *REUSE_CHOICES]}, got {reuse!r}")
     if not isinstance(reference, Schedule):
         raise OTCacheError("connect a reference schedule (from OTCache Calibrate or Load Schedule)")
+    run = _setup(model, s, reference, seeds, budget, trials, search_seed, storage, vae, calibration, reuse, gamma,
+                 max_gap, metric, own_seeds)
+    refs = recorded_refs(run.base, calibration, run.pairs, run.metric, vae)
+    operators = ladder_operators(run.op, reuse, reference) if validate else []
+    planned = _announce(run, refs is None, len(operators))
+    progress = Progress(len(run.pairs) * run.n, "Anchor Search")
+    judge = Judge(run.base, run.pairs, run.metric, vae, refs=refs)
+    judge.prepare(progress)
+    progress.set(0, run.cfg.n_trials, unit="trials")
+    anchor = search_anchor(lambda sch, p: judge.score(sch, p, run.op), run.cfg, run.store, model_key=run.key,
+                           context=run.context, reference=reference, graph=run.graph,
+                           progress=lambda done, total, best: progress.set(done, total),
+                           propagate=(comfy.model_management.InterruptProcessingException,))
+    if run.metric.warning:
+        anchor = anchor.with_provenance(metric_warning=run.metric.warning)
+    checked = ""
+    if validate:
+        ends = {"reference": operator_for(reuse, gamma, reference, None, reference.budget)[0], "anchor": run.op}
+        anchor, checked = _with_ladder(anchor, judge, run, calibration, operators, ends, progress)
+    cost = spent("Anchor Search", run.n, judge.calls, progress.seconds)
+    return anchor, _summary(anchor, run, checked, planned, cost)
+
+
+def _setup(model: Any, s: SamplerSettings, reference: Schedule, seeds: list[int], budget: int, trials: int,
+           search_seed: int, storage: str, vae: Any, calibration: CalibrationData | None, reuse: str, gamma: float,
+           max_gap: int, metric: Perceptual | None, own_seeds: bool) -> Search:
+    import comfy.model_management
+
     base = uncached(model)
     sigmas = run_sigmas(base, s)
     n = sigmas.numel() - 1
@@ -163,7 +214,6 @@ def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds:
     metric = metric or node_metric(has_decoder=vae is not None, device=comfy.model_management.get_torch_device())
     prov = run_provenance(base, steps=n, sampler=s.sampler_name, scheduler=s.scheduler,
                           latent_shape=s.latent_shape, sigmas=sigmas.tolist(), cfg=s.cfg, denoise=s.denoise)
-    context = _study_context(s, pairs, op, prov, reference, calibration)
     cfg = AnchorConfig(num_steps=n, budget=k, n_pairs=len(pairs), n_trials=int(trials), seed=int(search_seed),
                        max_gap=max_gap or None, metric=metric.name, sigmas=tuple(sigmas.tolist()),
                        provenance={**prov, "source": "anchor-search", "reuse": op.reuse, "gamma": op.gamma,
@@ -171,27 +221,30 @@ def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds:
                                    "reference_budget": reference.budget})
     graph = calibration.graph_schedule(k, cfg.gap) if calibration is not None and calibration.num_steps == n \
         else None
+    return Search(base, n, ref_n, key, store, pairs, judged_on, op, metric, cfg, graph,
+                  _study_context(s, pairs, op, prov, reference, calibration))
+
+
+def _announce(run: Search, sample_refs: bool, operators: int) -> StageCost:
+    """Say what the search will cost at most: uncached references (unless the calibration recorded them),
+    every trial at K calls per pair (memoised repeats and pruned trials cost less), the validation."""
+    pairs, k, k_ref = len(run.pairs), run.cfg.budget, run.ref_n.budget
+    refs = pairs * run.n if sample_refs else 0
+    search = run.cfg.n_trials * k * pairs
+    check = ladder.span_calls(k_ref, k, pairs, operators) + ladder.guard_calls(k_ref, k, pairs) if operators else 0
     log.info("[OTCache] Anchor Search: K=%d of N=%d, %d trial(s) in total, %d pair(s) (%s), metric %s, storage %s",
-             k, n, cfg.n_trials, len(pairs), judged_on, metric.name, store.where)
-    progress = Progress(len(pairs) * n)
-    judge = Judge(base, pairs, metric, vae, refs=recorded_refs(base, calibration, pairs, metric, vae))
-    judge.prepare(progress)
-    progress.set(0, cfg.n_trials)
-    anchor = search_anchor(lambda sch, p: judge.score(sch, p, op), cfg, store, model_key=key,
-                           context=context, reference=reference, graph=graph,
-                           progress=lambda done, total, best: progress.set(done, total),
-                           propagate=(comfy.model_management.InterruptProcessingException,))
-    if metric.warning:
-        anchor = anchor.with_provenance(metric_warning=metric.warning)
-    checked = ""
-    if validate:
-        operators = ladder_operators(op, reuse, reference)
-        anchor, checked = _with_ladder(anchor, judge, ref_n, calibration, operators, progress)
-    summary = {"best_score": anchor.provenance["score"], "trials": anchor.provenance["trials"],
-               "metric": metric.name, "warning": metric.warning, "study": anchor.provenance["study"],
-               "storage": anchor.provenance["storage"], "budget": k, "steps": n, "pairs": len(pairs),
-               "judged_on": judged_on, "graph_warm_start": graph is not None, "validation": checked}
-    return anchor, summary
+             k, run.n, run.cfg.n_trials, pairs, run.judged_on, run.metric.name, run.store.where)
+    return announce("Anchor Search", run.n, refs + search + check,
+                    f"uncached references {refs}, trials {search}, validation {check}")
+
+
+def _summary(anchor: Schedule, run: Search, checked: str, planned: StageCost, cost: StageCost) -> dict[str, Any]:
+    return {"best_score": anchor.provenance["score"], "trials": anchor.provenance["trials"],
+            "metric": run.metric.name, "warning": run.metric.warning, "study": anchor.provenance["study"],
+            "storage": anchor.provenance["storage"], "budget": run.cfg.budget, "steps": run.n,
+            "pairs": len(run.pairs), "judged_on": run.judged_on, "graph_warm_start": run.graph is not None,
+            "validation": checked, "planned_calls": planned.calls, "model_calls": cost.calls,
+            "generations": round(cost.generations, 2)}
 
 
 def _anchor_budget(ref_k: int, num_steps: int, budget: int) -> int:
@@ -213,14 +266,18 @@ def _study_context(s: SamplerSettings, pairs: list, op: Any, prov: dict, referen
             "calibration": calibration.id if calibration is not None else None}
 
 
-def _with_ladder(anchor: Schedule, judge: Judge, ref_n: Schedule, calibration: CalibrationData | None,
-                 operators: list, progress: Progress) -> tuple[Schedule, str]:
+def _with_ladder(anchor: Schedule, judge: Judge, run: Search, calibration: CalibrationData | None,
+                 operators: list, ends: dict[str, Operator], progress: Progress) -> tuple[Schedule, str]:
     """The anchor with its validation ladder over every budget up to the reference (on the anchor's steps),
-    and a one-line summary."""
-    progress.set(0, ladder.calls(ref_n, anchor, len(judge.pairs), len(operators)))
+    guarded by the free default there and at both ends, and a one-line summary."""
+    pairs, ref_n = len(judge.pairs), run.ref_n
+    progress.set(0, ladder.calls(ref_n, anchor, pairs, len(operators)) + ladder.guard_calls(ref_n.budget,
+                                                                                           anchor.budget, pairs),
+                 unit="model calls")
     steps = ladder.build(judge, ref_n, anchor, calibration, operators, progress.step)
-    checked = ladder.summary(steps)
+    family = detect_family(run.base.get_model_object("diffusion_model"))
+    steps = ladder.guard(steps, judge, ref_n, anchor, float(anchor.provenance["score"]), ends,
+                         lambda k: default_schedule(family, run.n, k)[0], progress.step)
+    checked = f"{ladder.summary(steps)}; {ladder.guard_summary(steps)}"
     log.info("[OTCache] Anchor Search: %s", checked)
     return anchor.with_provenance(ladder=steps), checked
-
-

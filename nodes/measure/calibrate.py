@@ -28,6 +28,7 @@ from ..runtime.provenance import run_provenance
 from . import reuse_choice
 from .calibration_data import CalibrationData
 from .calibration_record import calibration_pairs, edge_weights, record_run
+from .cost import announce, spent
 from .sampling import Progress, SamplerSettings, run_sigmas
 
 log = logging.getLogger("otcache")
@@ -94,7 +95,46 @@ def calibrate(model: Any, s: SamplerSettings, seeds: list[int], mode: str = "hyb
     Runs are every prompt (``s.positive``, then each of ``prompts``) with every seed: a schedule is then used
     for prompts it never saw, so it should be calibrated on more than one. With ``measure``, the reuse
     operator and the reference are then chosen by their end-to-end error on those runs (``reuse_choice``).
+    What it will cost is said before the first model call (``cost.announce``), and what it spent at the end.
     """
+    _check_settings(mode, objective, s)
+    pairs = calibration_pairs(s, seeds, prompts)
+    sigmas = run_sigmas(model, s)
+    n = sigmas.numel() - 1
+    gap, k_ref, k_low = _budgets(n, max_gap, budget)
+    checks = reuse_choice.calls(k_ref, k_low, len(pairs)) if measure and k_low >= 2 else 0
+    total = len(pairs) * calls_per_seed(n, gap, mode) + checks
+    n_prompts = len({p.prompt for p in pairs})
+    announce("Calibrate", n, total, f"{len(pairs)} run(s) over {n_prompts} prompt(s) and "
+             f"{len({p.seed for p in pairs})} seed(s) x {calls_per_seed(n, gap, mode)} calls ({mode} error), "
+             f"{checks} calls measuring the reuse operator")
+    progress = Progress(total, "Calibrate")
+    prov = run_provenance(model, steps=n, sampler=s.sampler_name, scheduler=s.scheduler,
+                          latent_shape=s.latent_shape, sigmas=sigmas.tolist(), cfg=s.cfg, denoise=s.denoise)
+    meta = {k: prov[k] for k in ("model_family", "model_hash", "sampler", "scheduler", "steps", "resolution")}
+    meta["cfg"] = float(s.cfg)
+    runs = [record_run(model, p.settings, p.seed, sigmas, {**meta, "prompt": p.prompt}, progress) for p in pairs]
+    weights = edge_weights(model, pairs, runs, mode, gap, progress)
+    settings = {**prov, "error_mode": mode, "objective": objective, "max_gap": gap, "seeds": [p.seed for p in pairs],
+                "prompts": n_prompts, "model_calls": total, "generations": round(total / n, 2), "budget": k_ref}
+    reference = reference_schedule(weights, k_ref, max_gap=gap, objective=objective, sigmas=sigmas.tolist(),
+                                   kind="reference", provenance={**prov, "source": "calibrate", "error_mode": mode,
+                                                                 "metric": f"{mode} edge error (relative L1)",
+                                                                 "seeds": [p.seed for p in pairs],
+                                                                 "prompts": n_prompts,
+                                                                 "calibration_id": calibration_id(runs),
+                                                                 "created": _now()})
+    reference = reference.with_provenance(**quality(runs, reference))
+    data = CalibrationData(tuple(runs), weights, reference, settings, pairs=tuple(pairs))
+    if checks:
+        choice = reuse_choice.choose(model, data, reference, k_low, progress.step)
+        reference = choice.reference.with_provenance(**choice.provenance())
+        data = dataclasses.replace(data, reference=reference, settings=settings)
+    spent("Calibrate", n, progress.done, progress.seconds)
+    return reference, data
+
+
+def _check_settings(mode: str, objective: str, s: SamplerSettings) -> None:
     if mode not in ERROR_MODES:
         raise CalibrationError(f"error mode must be one of {list(ERROR_MODES)}, got {mode!r}")
     if objective not in ("leximax", "additive"):
@@ -102,9 +142,10 @@ def calibrate(model: Any, s: SamplerSettings, seeds: list[int], mode: str = "hyb
     if mode != "local" and s.latent.get("noise_mask") is not None:
         raise CalibrationError("hybrid and global calibration restart sampling mid-way, which an inpainting "
                                "noise mask does not allow; use the local error mode")
-    pairs = calibration_pairs(s, seeds, prompts)
-    sigmas = run_sigmas(model, s)
-    n = sigmas.numel() - 1
+
+
+def _budgets(n: int, max_gap: int, budget: int) -> tuple[int, int, int]:
+    """(max gap, the reference's K, the low probe's K) for ``n`` steps, checked."""
     if n < 3:
         raise CalibrationError(f"calibration needs at least 3 sampling steps, got {n}")
     gap = min(max_gap or default_max_gap(n), n - 1)
@@ -113,36 +154,7 @@ def calibrate(model: Any, s: SamplerSettings, seeds: list[int], mode: str = "hyb
     if not least <= k_ref <= n:
         raise CalibrationError(f"reference budget {k_ref} is not possible for {n} steps with max gap {gap}: "
                                f"use a budget between {least} and {n} (or raise the max gap)")
-    k_low = min(default_anchor_budget(n), k_ref - 1)
-    checks = reuse_choice.calls(k_ref, k_low, len(pairs)) if measure and k_low >= 2 else 0
-    total = len(pairs) * calls_per_seed(n, gap, mode) + checks
-    n_prompts = len({p.prompt for p in pairs})
-    log.info("[OTCache] Calibrate: %d run(s) (%d prompt(s), %d seed(s)) x %d model calls (%s error) = %d calls for "
-             "%d steps", len(pairs), n_prompts, len({p.seed for p in pairs}), calls_per_seed(n, gap, mode), mode,
-             total, n)
-    progress = Progress(total)
-    prov = run_provenance(model, steps=n, sampler=s.sampler_name, scheduler=s.scheduler,
-                          latent_shape=s.latent_shape, sigmas=sigmas.tolist(), cfg=s.cfg, denoise=s.denoise)
-    meta = {k: prov[k] for k in ("model_family", "model_hash", "sampler", "scheduler", "steps", "resolution")}
-    meta["cfg"] = float(s.cfg)
-    runs = [record_run(model, p.settings, p.seed, sigmas, {**meta, "prompt": p.prompt}, progress) for p in pairs]
-    weights = edge_weights(model, pairs, runs, mode, gap, progress)
-    cal_id = calibration_id(runs)
-    settings = {**prov, "error_mode": mode, "objective": objective, "max_gap": gap, "seeds": [p.seed for p in pairs],
-                "prompts": n_prompts, "model_calls": total, "budget": k_ref}
-    reference = reference_schedule(weights, k_ref, max_gap=gap, objective=objective, sigmas=sigmas.tolist(),
-                                   kind="reference", provenance={**prov, "source": "calibrate", "error_mode": mode,
-                                                                 "metric": f"{mode} edge error (relative L1)",
-                                                                 "seeds": [p.seed for p in pairs],
-                                                                 "prompts": n_prompts,
-                                                                 "calibration_id": cal_id, "created": _now()})
-    reference = reference.with_provenance(**quality(runs, reference))
-    data = CalibrationData(tuple(runs), weights, reference, settings, pairs=tuple(pairs))
-    if checks:
-        choice = reuse_choice.choose(model, data, reference, k_low, progress.step)
-        reference = choice.reference.with_provenance(**choice.provenance())
-        data = dataclasses.replace(data, reference=reference, settings={**settings, "model_calls": total})
-    return reference, data
+    return gap, k_ref, min(default_anchor_budget(n), k_ref - 1)
 
 
 def quality(runs: list[CalibrationRun], schedule: Schedule) -> dict[str, float]:

@@ -28,6 +28,7 @@ class Judge:
                  refs: Sequence[torch.Tensor] | None = None):
         self.model, self.pairs, self.metric, self.vae = model, list(pairs), metric, vae
         self.refs: list[torch.Tensor] = list(refs) if refs is not None else []
+        self.calls = 0       # model calls spent so far: what a stage reports it cost
 
     def output(self, latent: torch.Tensor) -> torch.Tensor:
         if self.metric.on == "latent" or self.vae is None:
@@ -39,8 +40,12 @@ class Judge:
         if self.refs:
             return
         base = interruptible(self.model)
+
+        def on_step(*_: Any) -> None:
+            self.calls += 1
+            progress.step()
         for p in self.pairs:
-            self.refs.append(self.output(sample(base, p.settings, p.seed, lambda *a: progress.step())))
+            self.refs.append(self.output(sample(base, p.settings, p.seed, on_step)))
 
     def score(self, schedule: Schedule, pair: int, op: Operator) -> float:
         """Distance to the uncached output of ``pair`` when sampling with ``schedule`` and ``op``."""
@@ -48,6 +53,7 @@ class Judge:
 
         m = interruptible(cached_model(self.model, schedule, reuse=op.reuse, gamma=op.gamma))
         p = self.pairs[pair]
+        self.calls += schedule.budget
         return self.metric(self.output(sample(m, p.settings, p.seed)), self.refs[pair])
 
     def mean(self, schedule: Schedule, op: Operator, on_pair: Callable[[], None] | None = None) -> float:

@@ -10,6 +10,12 @@ recorded per budget in the anchor (``transport.measured_entry`` reads it). When 
 operator best on the reference than the one the anchor was searched with, each candidate is sampled with
 both, and the entry records the winning pair (``runtime.operators.measured_at`` reads the operator). OTCache Apply then stays a table
 lookup: no model call when the slider moves, and never a budget where a measured rival was better.
+
+The free default guards all of it (:func:`guard`): what Apply runs with nothing connected (the family's
+default schedule at K with the default operator, ``resolver.default_schedule``) is sampled on the same pairs
+at every budget of the ladder and at both ends, the reference's and the anchor's own budgets. Where it
+is better than everything calibrated, the record says so and Apply runs it (beyond an end: from that end's
+verdict), so a calibration never leaves the user below what connecting nothing gives.
 """
 from __future__ import annotations
 
@@ -19,7 +25,8 @@ from ...otcache_engine import Schedule
 from ...otcache_engine.schedules.baselines import uniform_k
 from ...otcache_engine.errors import OTCacheError
 from ...otcache_engine.schedules.transport import LADDER_KEY, schedule_at
-from ..runtime.operators import Operator
+from ..runtime.operators import DEFAULT, Operator
+from ..runtime.resolver import FREE_DEFAULT as FREE
 from .judge import Judge
 
 
@@ -30,7 +37,12 @@ def budgets(reference: Schedule, anchor: Schedule) -> range:
 def calls(reference: Schedule, anchor: Schedule, pairs: int, operators: int = 1) -> int:
     """Model calls of :func:`build` at most (three candidates per budget and operator, fewer when two
     coincide)."""
-    return 3 * operators * pairs * sum(budgets(reference, anchor))
+    return span_calls(reference.budget, anchor.budget, pairs, operators)
+
+
+def span_calls(k_ref: int, k_anc: int, pairs: int, operators: int = 1) -> int:
+    """:func:`calls` for the budgets alone."""
+    return 3 * operators * pairs * sum(range(k_anc + 1, k_ref))
 
 
 def candidates(reference: Schedule, anchor: Schedule, calibration: Any, budget: int) -> dict[str, Schedule]:
@@ -86,3 +98,44 @@ def plain_interpolation(reference: Schedule, anchor: Schedule, budget: int) -> S
     if LADDER_KEY in anchor.provenance:
         anchor = anchor.replace(provenance={k: v for k, v in anchor.provenance.items() if k != LADDER_KEY})
     return schedule_at(reference, anchor, budget)
+
+
+
+
+def guard_calls(k_ref: int, k_anc: int, pairs: int) -> int:
+    """Model calls of :func:`guard` at most: the free default at every budget from the anchor's to the
+    reference's, and the reference itself once with its operator."""
+    return pairs * (sum(range(k_anc, k_ref + 1)) + k_ref)
+
+
+def guard(ladder: dict[str, Any], judge: Judge, reference: Schedule, anchor: Schedule, anchor_error: float,
+          ends: dict[str, Operator], free_at: Callable[[int], Schedule],
+          on_call: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
+    """The ladder with the free default measured beside every entry and at both ends.
+
+    ``free_at(K)`` is the schedule Apply runs at K with nothing connected; ``anchor_error`` the anchor's own
+    score on these pairs (the search measured it); ``ends`` the operators the reference and the anchor run
+    with. Each record gains ``free_default``: its error, steps and operator, and ``wins`` when it beat the
+    calibrated choice there."""
+    def measured(k: int, own: float) -> dict[str, Any]:
+        s = free_at(k)
+        error = judge.mean(s, DEFAULT, lambda: on_call(s.budget))
+        return {"error": error, "steps": list(s.compute_steps), "reuse": DEFAULT.as_dict(), "wins": error < own}
+
+    entries = {k: {**e, FREE: measured(int(k), e["errors"][e["source"]])} for k, e in ladder["entries"].items()}
+    ref_error = judge.mean(reference, ends["reference"], lambda: on_call(reference.budget))
+    out = {**ladder, "entries": entries}
+    out["ends"] = {"reference": {"budget": reference.budget, "error": ref_error, "reuse": ends["reference"].as_dict(),
+                                 FREE: measured(reference.budget, ref_error)},
+                   "anchor": {"budget": anchor.budget, "error": anchor_error, "reuse": ends["anchor"].as_dict(),
+                              FREE: measured(anchor.budget, anchor_error)}}
+    return out
+
+
+def guard_summary(ladder: dict[str, Any]) -> str:
+    """One line: at how many of the measured budgets the free default won."""
+    records = list(ladder.get("entries", {}).values()) + list(ladder.get("ends", {}).values())
+    won = sum(1 for r in records if r.get(FREE, {}).get("wins"))
+    return (f"the free default (nothing connected) was better at {won} of {len(records)} measured budgets; "
+            "Apply runs it there" if won else f"the calibration beat the free default at all {len(records)} "
+            "measured budgets")

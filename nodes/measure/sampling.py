@@ -13,12 +13,15 @@ formulas (x_{n+1} = x_n + (sigma_{n+1} - sigma_n) v_n) need.
 """
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
 INTERRUPT_KEY = "otcache_interrupt_check"
+log = logging.getLogger("otcache")
 
 
 @dataclass(frozen=True)
@@ -134,20 +137,45 @@ def tail_sample(model: Any, s: SamplerSettings, x_internal: torch.Tensor, sigmas
 
 
 class Progress:
-    """ComfyUI's progress bar counted in model calls (steps); also re-checks the interrupt flag."""
+    """ComfyUI's progress bar counted in model calls (steps); also re-checks the interrupt flag. With a
+    ``label`` it also logs each tenth of the way with the time spent and an estimate of the time left
+    (from the rate so far), so a long calibration says when it will end."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, label: str = "", unit: str = "model calls"):
         import comfy.utils
         self.total = max(1, int(total))
         self.done = 0
+        self.label, self.unit = label, unit
+        self.started = time.monotonic()
+        self._tenth = 0
         self.bar = comfy.utils.ProgressBar(self.total)
 
     def step(self, n: int = 1) -> None:
         self.done += n
         self.bar.update_absolute(min(self.done, self.total), self.total)
+        self._say()
 
-    def set(self, done: int, total: int | None = None) -> None:
+    def set(self, done: int, total: int | None = None, unit: str | None = None) -> None:
         if total is not None:
             self.total = max(1, int(total))
+            self._tenth, self.started = 0, time.monotonic()
+        if unit is not None:
+            self.unit = unit
         self.done = done
         self.bar.update_absolute(min(done, self.total), self.total)
+        self._say()
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def _say(self) -> None:
+        tenth = min(10, 10 * self.done // self.total)
+        if not self.label or tenth <= self._tenth or self.done <= 0:
+            return
+        from .cost import duration
+
+        self._tenth = tenth
+        left = self.seconds * (self.total - min(self.done, self.total)) / self.done
+        log.info("[OTCache] %s: %d/%d %s (%d%%), %s so far, about %s left", self.label, min(self.done, self.total),
+                 self.total, self.unit, 10 * tenth, duration(self.seconds), duration(left))

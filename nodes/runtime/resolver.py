@@ -10,6 +10,10 @@ own K once more, from that schedule (:func:`run_budget`), and hands it to the st
 - reference and anchor connected: the schedule at K between them (the ladder's measured one, else the
   OT interpolation, ``transport.placed_at``). One schedule alone is used as it is (the budget inputs do
   not apply; the preview widget shows the same).
+- the free default guards both: where the anchor's validation measured what Apply would run with nothing
+  connected (the default below, with the default operator) better than the calibrated choice -- at a
+  ladder budget, or at the reference's or the anchor's own budget and beyond it -- that is what runs, and
+  the description says so.
 - nothing connected: made for each run's own step count. A shipped preset (LeMiCa's published schedules)
   only near its own setting: the model it was made for (same family and block count) at about its 50
   steps; otherwise a uniform schedule: a schedule tuned for another model or step count can be worse than
@@ -18,8 +22,8 @@ own K once more, from that schedule (:func:`run_budget`), and hands it to the st
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Callable, Mapping, Sequence
 
 from ...otcache_engine import Schedule
 from ...otcache_engine.errors import OTCacheError
@@ -29,11 +33,12 @@ from ...otcache_engine.schedules import transport, warp
 from ...otcache_engine.schedules.baselines import uniform_k
 from ...otcache_engine.schedules.schedule import budget_for_speedup
 from .families import FamilySpec
-from .operators import AUTO, Operator, operator_for
+from .operators import AUTO, DEFAULT, Operator, operator_for
 
 PREVIEW_STEPS = 20
 MODES = ("speedup", "compute steps")
 PRESET_STEPS = (40, 60)   # "near its own setting": the presets are made for 50 steps
+FREE_DEFAULT = "free default"   # the ladder's record of what connecting nothing measured
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ class Resolution:
     operator_origin: str                # "chosen", "measured by ...", "default (nothing measured)"
     description: str                    # where the schedule came from, one line
     warnings: tuple[str, ...] = ()
+    quality: Mapping | None = None      # measured on the calibration pairs at this K (metric, errors)
 
     @property
     def budget(self) -> int:
@@ -106,8 +112,65 @@ def resolve(request: BudgetRequest, family: FamilySpec | None = None, steps: int
                                         "the budget)", budget=only.budget)
     k = request.k_for(ref.num_steps)
     entry = transport.measured_entry(anc, ref.num_steps, k)
+    measured = quality(anc, ref.num_steps, k, entry)
+    if request.reuse == AUTO and free_default_won(anc, ref.num_steps, k, entry):
+        return replace(_free_default(family, ref, k), quality=measured)
     schedule = transport.placed_at(ref, anc, k, entry)
-    return _resolved(request, schedule, describe(schedule, k), budget=k, entry=entry)
+    return replace(_resolved(request, schedule, describe(schedule, k), budget=k, entry=entry), quality=measured)
+
+
+def quality(anchor: Schedule, num_steps: int, k: int, entry: Mapping | None) -> dict | None:
+    """What the anchor's validation measured at exactly K on the calibration pairs: the calibrated choice's
+    error and the free default's, in the search's metric (lower is better); None where nothing was."""
+    ladder = anchor.provenance.get(transport.LADDER_KEY)
+    if not isinstance(ladder, Mapping) or ladder.get("num_steps") != num_steps:
+        return None
+    record, error = None, None
+    if entry is not None and isinstance(entry.get("errors"), Mapping):
+        record, error = entry, entry["errors"].get(entry.get("source"))
+    for end in (ladder.get("ends") or {}).values():
+        if record is None and isinstance(end, Mapping) and end.get("budget") == k:
+            record, error = end, end.get("error")
+    free = record.get(FREE_DEFAULT) if record is not None else None
+    if not isinstance(error, (int, float)) or not isinstance(free, Mapping):
+        return None
+    return {"metric": str(ladder.get("metric", "")), "budget": k, "calibrated": float(error),
+            "free_default": float(free.get("error", float("nan")))}
+
+
+def quality_line(q: Mapping | None) -> str:
+    """One line for the plot: what was measured at this K, and the margin over the free default."""
+    if not q:
+        return ""
+    better = q["free_default"] / q["calibrated"] if q["calibrated"] > 0 else float("inf")
+    return (f"measured at K={q['budget']} on the calibration pairs ({q['metric']}, lower is better): calibrated "
+            f"{q['calibrated']:.4g}, free default {q['free_default']:.4g} ({better:.2f}x)")
+
+
+def free_default_won(anchor: Schedule, num_steps: int, k: int, entry: Mapping | None) -> bool:
+    """Whether the anchor's validation measured the free default better than the calibration at K: at a
+    ladder budget its entry says so; at or beyond an end (the reference's budget and above, the anchor's and
+    below) that end's check does."""
+    if entry is not None:
+        return bool(entry.get(FREE_DEFAULT, {}).get("wins"))
+    ladder = anchor.provenance.get(transport.LADDER_KEY)
+    if not isinstance(ladder, Mapping) or ladder.get("num_steps") != num_steps:
+        return False
+    ends = ladder.get("ends") if isinstance(ladder.get("ends"), Mapping) else {}
+    for name, beyond in (("reference", lambda b: k >= b), ("anchor", lambda b: k <= b)):
+        end = ends.get(name)
+        if isinstance(end, Mapping) and isinstance(end.get("budget"), int) and beyond(end["budget"]):
+            return bool(end.get(FREE_DEFAULT, {}).get("wins"))
+    return False
+
+
+def _free_default(family: FamilySpec | None, reference: Schedule, k: int) -> Resolution:
+    schedule, made = default_schedule(family, reference.num_steps, k)
+    schedule = schedule.replace(sigmas=reference.sigmas).with_provenance(ladder_source=FREE_DEFAULT)
+    return Resolution(schedule, DEFAULT, "the free default's, measured better here on the calibration pairs",
+                      f"runs the free default ({made.split(' (')[0]}, as with nothing connected): the "
+                      f"anchor's validation measured it better than the calibrated schedule at K={k} on the "
+                      "calibration pairs")
 
 
 def _resolved(request: BudgetRequest, schedule: Schedule, description: str, budget: int | None = None,
