@@ -13,6 +13,10 @@ further evaluations that fall in the same step (heun's corrector, midpoint
 samplers) reuse the cache just made, so the block stack runs exactly once per
 computed step whatever the sampler. A plan that computes every step turns
 caching off entirely: the run is then bit-identical to an unpatched one.
+
+Operators that forecast (``taylor``) get each step's time from the plan (the
+run step's sigma) and count, in ``forecast_fallbacks``, the predictions their
+safety check replaced by plain reuse.
 """
 from __future__ import annotations
 
@@ -59,6 +63,7 @@ class CacheSession:
         self.calls = 0
         self.calls_computed = 0
         self.forced = 0
+        self.forecast_fallbacks = 0   # forecasts refused by the operator's safety check (plain reuse instead)
         self.bypassed: Counter[str] = Counter()
         self.steps_seen: set[int] = set()
         self.steps_computed: set[int] = set()
@@ -123,7 +128,7 @@ class CacheSession:
         entry = self._streams.get(key)
         if entry is None:
             entry = self._streams[key] = CacheEntry()
-        self.reuse.update(entry, self._keep(value), d.step, sig)
+        self.reuse.update(entry, self._keep(value), d.step, sig, self._time(d.step))
 
     def predict(self, key: Hashable, d: Decision, sig: tuple | None = None,
                 device: torch.device | None = None) -> torch.Tensor | None:
@@ -131,7 +136,7 @@ class CacheSession:
         entry = self._streams.get(key)
         if entry is None or entry.value is None or entry.sig != sig or d.step is None:
             return None
-        return self._bring(self.reuse.predict(entry, d.step), device)
+        return self._forecast(entry, d.step, device)
 
     def store_batch(self, keys: Sequence[Hashable], value: torch.Tensor, d: Decision,
                     sig: tuple | None = None) -> None:
@@ -148,13 +153,14 @@ class CacheSession:
         group = self._groups.get(tuple(keys))
         if group is None:
             group = self._groups[tuple(keys)] = CacheEntry()
-        self.reuse.update(group, kept, d.step, sig)
+        time = self._time(d.step)
+        self.reuse.update(group, kept, d.step, sig, time)
         chunk, ssig = value.shape[0] // n, _split_sig(sig, n)
         for i, key in enumerate(keys):
             entry = self._streams.get(key)
             if entry is None:
                 entry = self._streams[key] = CacheEntry()
-            self.reuse.update(entry, kept[i * chunk:(i + 1) * chunk], d.step, ssig)
+            self.reuse.update(entry, kept[i * chunk:(i + 1) * chunk], d.step, ssig, time)
 
     def predict_batch(self, keys: Sequence[Hashable], d: Decision, sig: tuple | None = None,
                       device: torch.device | None = None) -> torch.Tensor | None:
@@ -166,7 +172,7 @@ class CacheSession:
             return None
         group = self._groups.get(tuple(keys))
         if group is not None and group.value is not None and group.sig == sig and self._group_fresh(group, keys):
-            return self._bring(self.reuse.predict(group, d.step), device)
+            return self._forecast(group, d.step, device)
         ssig = _split_sig(sig, n)
         parts = [self.predict(k, d, ssig, device) for k in keys]
         if any(p is None for p in parts):
@@ -179,9 +185,20 @@ class CacheSession:
     def _group_fresh(self, group: CacheEntry, keys: Sequence[Hashable]) -> bool:
         for k in keys:
             e = self._streams.get(k)
-            if e is None or e.step != group.step or e.prev_step != group.prev_step:
+            if e is None or e.step != group.step or e.prev_step != group.prev_step or e.steps != group.steps:
                 return False
         return True
+
+    def _time(self, step: int) -> float | None:
+        """The sampler's time at run step ``step``: its sigma (what forecasting operators differentiate in)."""
+        sigmas = self.plan.run_sigmas
+        return sigmas[step] if 0 <= step < len(sigmas) else None
+
+    def _forecast(self, entry: CacheEntry, step: int, device: torch.device | None) -> torch.Tensor:
+        value, fell_back = self.reuse.forecast(entry, step, self._time(step), device)
+        if fell_back:
+            self.forecast_fallbacks += 1
+        return self._bring(value, device)
 
     def _keep(self, value: torch.Tensor) -> torch.Tensor:
         dev = self.device
@@ -214,6 +231,7 @@ class CacheSession:
             "calls": self.calls,
             "calls_computed": ran,
             "forced_computes": self.forced,
+            "forecast_fallbacks": self.forecast_fallbacks,
             "bypassed": dict(self.bypassed),
             "work_speedup": (self.calls / ran) if ran else 1.0,
             "planned_budget": self.plan.budget,
@@ -234,6 +252,8 @@ class CacheSession:
             extra.append(f"caching off: {self.disabled_reason or 'every step of this run computes'}")
         if s["forced_computes"]:
             extra.append(f"{s['forced_computes']} calls computed for lack of a matching cache")
+        if s["forecast_fallbacks"]:
+            extra.append(f"{s['forecast_fallbacks']} forecasts refused (non-finite or too large): plain reuse")
         for reason, count in sorted(s["bypassed"].items()):
             extra.append(f"{count} calls uncached ({reason})")
         if s["mapping"] not in ("identity", "empty"):
