@@ -29,6 +29,7 @@ class Judge:
         self.model, self.pairs, self.metric, self.vae = model, list(pairs), metric, vae
         self.refs: list[torch.Tensor] = list(refs) if refs is not None else []
         self.calls = 0       # model calls spent so far: what a stage reports it cost
+        self._means: dict[tuple, float] = {}   # a schedule + operator already judged costs nothing again
 
     def output(self, latent: torch.Tensor) -> torch.Tensor:
         if self.metric.on == "latent" or self.vae is None:
@@ -57,10 +58,16 @@ class Judge:
         return self.metric(self.output(sample(m, p.settings, p.seed)), self.refs[pair])
 
     def mean(self, schedule: Schedule, op: Operator, on_pair: Callable[[], None] | None = None) -> float:
-        """Mean distance over every pair."""
+        """Mean distance over every pair. Sampling is deterministic for a schedule, an operator and the
+        pairs, so a pair already judged (the ladder's uniform candidate and the free default are often the
+        same) is looked up instead of sampled again."""
+        key = (schedule.num_steps, schedule.compute_steps, schedule.force_last, schedule.sigmas, op)
+        if key in self._means:
+            return self._means[key]
         total = 0.0
         for i in range(len(self.pairs)):
             total += self.score(schedule, i, op)
             if on_pair is not None:
                 on_pair()
-        return total / max(1, len(self.pairs))
+        self._means[key] = total / max(1, len(self.pairs))
+        return self._means[key]
