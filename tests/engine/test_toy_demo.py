@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -39,6 +40,12 @@ def test_demo_prints_one_row_per_budget_and_writes_its_files(tiny_weights, tmp_p
         wall = r[4]                       # never above N/K unmarked; a marked one comes with the note
         assert float(wall) <= float(r[3]) if not wall.endswith(NOISE_MARK) else NOISE_NOTE in text
         assert r[-1] == "n/a" or 0 <= float(r[-1]) <= 1                            # LPIPS or n/a
+    for free in ("free default", "uniform skip"):       # what costs nothing to set up, at every budget
+        beside = [line.split() for line in text.splitlines() if line.startswith(free + " K=")]
+        assert [r[2] for r in beside] == ["K=5", "K=4", "K=3"] and all(float(r[3]) == int(r[2][2:]) for r in beside)
+    cost = re.search(r"calibration \+ anchor search cost (\d+) block-stack runs = ([\d.]+) uncached generations", text)
+    assert cost and int(cost.group(1)) > 0 and float(cost.group(2)) > 1
+    assert "fetches it once into ComfyUI/models/otcache/lpips" in text or "LPIPS n/a" not in text
     assert (out / "demo.png").stat().st_size > 1000
     reference, anchor = schedule_io.load(out / "reference.json"), schedule_io.load(out / "anchor.json")
     assert (reference.budget, anchor.budget) == (5, 3)
