@@ -1,0 +1,138 @@
+"""Do calibrated schedules hold away from their setting? ``python -m benchmarks.fidelity.transfer``.
+
+One calibration per cell (Calibrate on the calibration prompts -> Anchor Search, through the nodes, at the
+cell's own steps, cfg, sampler and scheduler), then Apply with those schedules at other settings a user
+changes all the time -- step count +-40 %, cfg, sampler, scheduler -- scored on held-out pairs against the
+uncached images *at that setting*, beside Apply with nothing connected (the free default) and a uniform
+output skip at the same speed-up. Apply's budget is the speed-up N/K, kept on the run's own step count.
+
+Writes ``docs/results/transfer/<family>_N<steps>.json`` and ``transfer.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import bench, host, pipeline, sampling, setups  # noqa: F401  (host: ComfyUI importable on CPU)
+
+OUT = bench.ROOT / "docs" / "results" / "transfer"
+SPEEDUPS = (2.0, 3.0, 4.0, 5.0, 6.0)
+log = logging.getLogger("fidelity")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Where a run samples: the cell's own setting with some of it changed."""
+
+    name: str
+    steps: int
+    cfg: float
+    sampler: str
+    scheduler: str
+
+
+def settings(setup: setups.Setup, n: int) -> list[Setting]:
+    base = Setting("as calibrated", n, setup.cfg, setup.sampler, setup.scheduler)
+    other_cfg = 3.5 if setup.cfg <= 1.0 else setup.cfg + 2.0
+    return [base,
+            replace(base, name=f"steps {round(n * 0.6)} (-40 %)", steps=round(n * 0.6)),
+            replace(base, name=f"steps {round(n * 0.8)} (-20 %)", steps=round(n * 0.8)),
+            replace(base, name=f"steps {round(n * 1.4)} (+40 %)", steps=round(n * 1.4)),
+            replace(base, name=f"cfg {other_cfg:g}", cfg=other_cfg),
+            replace(base, name="sampler dpmpp_2m", sampler="dpmpp_2m"),
+            replace(base, name="scheduler sgm_uniform", scheduler="sgm_uniform")]
+
+
+class SettingScorer:
+    """Held-out pairs at one setting: their uncached images, and the PSNR of a model against them."""
+
+    def __init__(self, model: Any, setup: setups.Setup, at: Setting, pairs):
+        from otcache_pack.otcache_engine.metrics import psnr
+
+        self.setup, self.at, self.pairs, self._psnr = setup, at, list(pairs), psnr
+        self.refs = self.images(model)
+
+    def images(self, model: Any) -> torch.Tensor:
+        with torch.no_grad():
+            return sampling.images(model, self.setup, self.pairs, self.at.steps, cfg=self.at.cfg,
+                                   sampler=self.at.sampler, scheduler=self.at.scheduler)
+
+    def psnr(self, model: Any) -> float:
+        imgs = self.images(model)
+        return float(np.mean([self._psnr(imgs[i:i + 1], self.refs[i:i + 1]) for i in range(len(self.pairs))]))
+
+
+def run_cell(setup: setups.Setup, n: int, pairs: int, trials: int) -> dict:
+    model = setups.load(setup)
+    stage = pipeline.Stage(setup, n, bench.calibration_pairs())
+    reference, calibration = pipeline.calibrate(model, stage)
+    anchor = pipeline.anchor_search(model, stage, reference, calibration, trials=trials,
+                                    storage=f"transfer-{setup.name}-{n}-{time.time_ns()}")
+    cell = {"family": setup.name, "steps": n, "held_out_pairs": pairs, "trials": trials, "settings": []}
+    for at in settings(setup, n):
+        scorer = SettingScorer(model, setup, at, bench.held_out_pairs()[:pairs])
+        row = {"setting": at.__dict__, "calibrated": {}, "free default": {}, "uniform output skip": {}}
+        for x in SPEEDUPS:
+            k = max(2, round(at.steps / x))
+            row["calibrated"][x] = scorer.psnr(pipeline.apply(model, reference=reference, anchor=anchor, speedup=x))
+            row["free default"][x] = scorer.psnr(pipeline.apply(model, speedup=x))
+            row["uniform output skip"][x] = scorer.psnr(pipeline.apply(model, reference=bench.uniform(at.steps, k),
+                                                                       reuse="output"))
+        log.warning("[transfer] %s N=%d %s: calibrated - free default %s", setup.name, n, at.name,
+                    {x: round(row["calibrated"][x] - row["free default"][x], 1) for x in SPEEDUPS})
+        cell["settings"].append(row)
+    return cell
+
+
+def write_report(out: Path) -> Path:
+    lines = ["# Calibrated schedules away from their setting (in-host benchmark)", "",
+             "Each cell is calibrated once at its own setting (the first row), then run elsewhere. PSNR (dB) of "
+             "Apply with the calibrated schedules against the uncached images at the run's setting, and in "
+             "brackets its margin over Apply with nothing connected (the free default) at the same speed-up; "
+             "a negative bracket is a setting where the calibration should not be used.", ""]
+    for path in sorted(out.glob("*_N*.json")):
+        cell = json.loads(path.read_text(encoding="utf-8"))
+        xs = [str(float(x)) for x in SPEEDUPS]
+        lines += [f"## {cell['family']}, calibrated at N = {cell['steps']} ({cell['held_out_pairs']} held-out pairs)",
+                  "", "| run setting | " + " | ".join(f"{float(x):g}x" for x in xs) + " |",
+                  "|---|" + "---:|" * len(xs)]
+        for row in cell["settings"]:
+            cells = [f"{row['calibrated'][x]:.1f} ({row['calibrated'][x] - row['free default'][x]:+.1f})" for x in xs]
+            lines.append(f"| {row['setting']['name']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    path = out / "transfer.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--families", nargs="+", default=["flux", "wan21"], choices=sorted(setups.SETUPS))
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--pairs", type=int, default=8, help="held-out pairs (default 8)")
+    ap.add_argument("--trials", type=int, default=60)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("otcache").setLevel(logging.ERROR)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in args.families:
+        cell = run_cell(setups.SETUPS[name], args.steps, args.pairs, args.trials)
+        path = args.out / f"{name}_N{args.steps}.json"
+        path.write_text(json.dumps(cell, indent=1) + "\n", encoding="utf-8")
+        print(f"[transfer] {path}")
+    print(f"[transfer] report: {write_report(args.out)}")
+
+
+if __name__ == "__main__":
+    main()
