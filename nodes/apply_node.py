@@ -28,7 +28,12 @@ REUSE_TOOLTIP = (
     "in-host benchmark). residual: the "
     "cached block residual on the step's own input, embedders and output head run; output: the whole cached "
     "model output (nothing runs); omnicache: the block residual extrapolated from the last two computed "
-    "steps by gamma. Which is best depends on the model: the benchmark measured 5-8 dB between them.")
+    "steps by gamma; taylor: the block residual (the whole output on models without block hooks) forecast "
+    "from the last computed steps by a Taylor expansion in the noise level (TaylorSeer; order 2 chosen here, "
+    "auto may measure order 1; plain reuse where a forecast blows up), keeping order + 1 cached residuals "
+    "per CFG stream (FLUX.1-dev, 4096 image tokens x 3072 x bf16 = 24 MiB each: 72 MiB per stream at order "
+    "2, 144 MiB with CFG; Wan 2.1 14B 480p x 81 frames, 32760 tokens x 5120 x bf16 = 320 MiB each). Which "
+    "is best depends on the model: the benchmark measured 5-8 dB between them.")
 
 
 class OTCacheApply(io.ComfyNode):

@@ -11,7 +11,7 @@ from typing import Any
 
 from ...otcache_engine import Schedule
 from ...otcache_engine.errors import OTCacheError
-from ...otcache_engine.runtime.reuse import NAMES as REUSE_NAMES, ReuseOperator
+from ...otcache_engine.runtime.reuse import NAMES as REUSE_NAMES, TAYLOR_ORDERS, ReuseOperator
 from .families import FamilySpec
 from .resolver import BudgetRequest
 
@@ -22,11 +22,12 @@ CACHE_DEVICES = ("auto", "compute device", "cpu offload")
 
 @dataclass(frozen=True)
 class PatchOptions:
-    """How to cache: the reuse operator (and omnicache's gamma) of a schedule given as it is (a
+    """How to cache: the reuse operator (omnicache's gamma, taylor's order) of a schedule given as it is (a
     ``BudgetRequest`` carries its own), where caches live, the log label."""
 
     reuse: str = "residual"
     gamma: float = 0.5
+    order: int = 2            # taylor only (1 or 2; 0 = its default); what a measured Operator carries
     cache_device: str = "auto"
     label: str = "OTCache"
     always_on: bool = False   # keep caching on when every step computes (benchmarks, tests)
@@ -34,6 +35,8 @@ class PatchOptions:
     def __post_init__(self) -> None:
         if self.reuse not in REUSE_NAMES:
             raise OTCacheError(f"unknown reuse operator {self.reuse!r}; choose one of {list(REUSE_NAMES)}")
+        if isinstance(self.order, bool) or not isinstance(self.order, int) or self.order not in (0,) + TAYLOR_ORDERS:
+            raise OTCacheError(f"order must be one of {list(TAYLOR_ORDERS)} (taylor's forecast), got {self.order!r}")
         if self.cache_device not in CACHE_DEVICES:
             raise OTCacheError(f"unknown cache device {self.cache_device!r}; choose one of {list(CACHE_DEVICES)}")
 

@@ -17,6 +17,7 @@ sample with a given schedule through ``cached_model``.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Mapping
 
@@ -29,6 +30,7 @@ from .compile_blocks import check_compile
 from .config import CACHE_DEVICES, CONFIG_KEY, WRAPPER_KEY, OTCacheConfig, PatchOptions, patched_config
 from .families import FamilySpec, detect_family
 from .modulation_trim import add_trim, remove_trim
+from .operators import Operator
 from .resolver import BudgetRequest, Resolution, resolve
 from .run import apply_model_wrapper, calc_cond_batch_wrapper, diffusion_model_wrapper, outer_sample_wrapper
 
@@ -57,7 +59,9 @@ def install(model: Any, schedule_source: Schedule | BudgetRequest | None = None,
     spec = detect_family(m.get_model_object("diffusion_model"))
     check_compile(model.model_options, getattr(model, "wrappers", {}), spec)
     res = resolve(request, spec)
-    reuse = make_reuse(res.operator.reuse, res.operator.gamma)
+    if not isinstance(schedule_source, BudgetRequest):     # the options name the operator, taylor's order too
+        res = dataclasses.replace(res, operator=Operator(opts.reuse, opts.gamma, opts.order))
+    reuse = make_reuse(res.operator.reuse, res.operator.gamma, order=res.operator.order)
     if not spec.block_caching and reuse.space != "output":
         reuse = with_space(reuse, "output")
     blocks = spec.blocks if reuse.space == "residual" else ()
@@ -77,7 +81,8 @@ def install(model: Any, schedule_source: Schedule | BudgetRequest | None = None,
 
 
 def cached_model(model: Any, schedule: Schedule, reuse: str = "residual", **options: Any) -> Any:
-    """Shorthand for other nodes (calibration, anchor search): ``model`` sampling with ``schedule`` as is."""
+    """Shorthand for other nodes (calibration, anchor search): ``model`` sampling with ``schedule`` as is;
+    ``options`` are :class:`PatchOptions` fields (``gamma``, taylor's ``order``, ...)."""
     return patch_model(model, schedule, PatchOptions(reuse=reuse, **options))
 
 
