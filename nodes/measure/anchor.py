@@ -48,7 +48,7 @@ from .sampling import Progress, SamplerSettings, from_internal, run_sigmas, unca
 
 log = logging.getLogger("otcache")
 
-REUSE_CHOICES = ("residual", "output", "omnicache")
+REUSE_CHOICES = ("residual", "output", "omnicache", "taylor")
 SQLITE = "sqlite:///"
 
 
@@ -216,7 +216,7 @@ def _setup(model: Any, s: SamplerSettings, reference: Schedule, seeds: list[int]
                           latent_shape=s.latent_shape, sigmas=sigmas.tolist(), cfg=s.cfg, denoise=s.denoise)
     cfg = AnchorConfig(num_steps=n, budget=k, n_pairs=len(pairs), n_trials=int(trials), seed=int(search_seed),
                        max_gap=max_gap or None, metric=metric.name, sigmas=tuple(sigmas.tolist()),
-                       provenance={**prov, "source": "anchor-search", "reuse": op.reuse, "gamma": op.gamma,
+                       provenance={**prov, "source": "anchor-search", **op.as_dict(),
                                    "seeds": list(seeds), "pairs": len(pairs), "judged_on": judged_on,
                                    "reference_budget": reference.budget})
     graph = calibration.graph_schedule(k, cfg.gap) if calibration is not None and calibration.num_steps == n \
@@ -261,7 +261,7 @@ def _study_context(s: SamplerSettings, pairs: list, op: Any, prov: dict, referen
     reference or calibration) a new study starts instead of returning the old anchor."""
     return {"pairs": [[conditioning_id(p.settings.positive, p.settings.negative), p.seed] for p in pairs],
             "sampler": s.sampler_name, "scheduler": s.scheduler, "cfg": s.cfg, "denoise": s.denoise,
-            "latent": list(s.latent_shape), "reuse": op.reuse, "gamma": op.gamma,
+            "latent": list(s.latent_shape), **op.as_dict(),
             "grid": prov.get("sigma_grid"), "reference": [reference.num_steps, list(reference.compute_steps)],
             "calibration": calibration.id if calibration is not None else None}
 

@@ -52,7 +52,8 @@ class Judge:
         """Distance to the uncached output of ``pair`` when sampling with ``schedule`` and ``op``."""
         from ..runtime.patcher import cached_model
 
-        m = interruptible(cached_model(self.model, schedule, reuse=op.reuse, gamma=op.gamma))
+        m = interruptible(cached_model(self.model, schedule, reuse=op.reuse, gamma=op.gamma,
+                                                    order=op.order))
         p = self.pairs[pair]
         self.calls += schedule.budget
         return self.metric(self.output(sample(m, p.settings, p.seed)), self.refs[pair])

@@ -46,7 +46,7 @@ class Choice:
     at_reference: Operator | None = None
 
     def provenance(self) -> dict[str, Any]:
-        out = {"reuse": self.operator.reuse, "gamma": self.operator.gamma,
+        out = {**self.operator.as_dict(),
                "reuse_errors": self.operator_errors, "reference_check": self.reference_errors}
         if self.at_reference is not None:
             out[AT_REFERENCE] = self.at_reference.as_dict()
