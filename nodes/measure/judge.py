@@ -53,7 +53,7 @@ class Judge:
         from ..runtime.patcher import cached_model
 
         m = interruptible(cached_model(self.model, schedule, reuse=op.reuse, gamma=op.gamma,
-                                                    order=op.order))
+                                                    order=op.order, space=op.space))
         p = self.pairs[pair]
         self.calls += schedule.budget
         return self.metric(self.output(sample(m, p.settings, p.seed)), self.refs[pair])

@@ -28,6 +28,7 @@ class PatchOptions:
     reuse: str = "residual"
     gamma: float = 0.5
     order: int = 2            # taylor only (1 or 2; 0 = its default); what a measured Operator carries
+    space: str = ""           # omnicache / taylor only: "" = the family's cache space, "output" = the output
     cache_device: str = "auto"
     label: str = "OTCache"
     always_on: bool = False   # keep caching on when every step computes (benchmarks, tests)
@@ -37,6 +38,8 @@ class PatchOptions:
             raise OTCacheError(f"unknown reuse operator {self.reuse!r}; choose one of {list(REUSE_NAMES)}")
         if isinstance(self.order, bool) or not isinstance(self.order, int) or self.order not in (0,) + TAYLOR_ORDERS:
             raise OTCacheError(f"order must be one of {list(TAYLOR_ORDERS)} (taylor's forecast), got {self.order!r}")
+        if self.space not in ("", "residual", "output"):
+            raise OTCacheError(f"unknown cache space {self.space!r}; choose 'residual' or 'output'")
         if self.cache_device not in CACHE_DEVICES:
             raise OTCacheError(f"unknown cache device {self.cache_device!r}; choose one of {list(CACHE_DEVICES)}")
 

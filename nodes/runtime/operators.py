@@ -16,6 +16,8 @@ from ...otcache_engine import Schedule
 from ...otcache_engine.runtime.reuse import TAYLOR_ORDERS
 
 TAYLOR = "taylor"
+EXTRAPOLATING = ("omnicache", TAYLOR)    # operators that can work in the output space of a block-cached model
+SPACES = ("", "residual", "output")
 
 
 @dataclass(frozen=True)
@@ -27,22 +29,28 @@ class Operator:
     reuse: str = "residual"
     gamma: float = 0.5
     order: int = 0
+    space: str = ""           # extrapolating operators only: "" = the family's cache space, "output" = the output
 
     def __post_init__(self) -> None:
         if self.reuse != TAYLOR:
             object.__setattr__(self, "order", 0)
         elif self.order == 0:
             object.__setattr__(self, "order", TAYLOR_ORDERS[-1])
+        if self.reuse not in EXTRAPOLATING or self.space == "residual":
+            object.__setattr__(self, "space", "")
 
     def label(self) -> str:
+        where = ", output" if self.space == "output" else ""
         if self.reuse == TAYLOR:
-            return f"taylor(order={self.order})"
-        return f"omnicache(gamma={self.gamma:g})" if self.reuse == "omnicache" else self.reuse
+            return f"taylor(order={self.order}{where})"
+        return f"omnicache(gamma={self.gamma:g}{where})" if self.reuse == "omnicache" else self.reuse
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"reuse": self.reuse, "gamma": float(self.gamma)}
         if self.reuse == TAYLOR:
             out["order"] = self.order
+        if self.space:
+            out["space"] = self.space
         return out
 
 
@@ -64,11 +72,12 @@ def as_operator(record: Any) -> Operator | None:
     if not isinstance(record, Mapping):
         return None
     reuse, gamma, order = record.get("reuse"), record.get("gamma", 0.5), record.get("order", 0)
-    if reuse not in {op.reuse for op in CANDIDATES} or not _number(gamma):
+    space = record.get("space", "")
+    if reuse not in {op.reuse for op in CANDIDATES} or not _number(gamma) or space not in SPACES:
         return None
     if reuse == TAYLOR and (isinstance(order, bool) or not isinstance(order, int) or order not in (0,) + TAYLOR_ORDERS):
         return None
-    return Operator(str(reuse), float(gamma), int(order) if reuse == TAYLOR else 0)
+    return Operator(str(reuse), float(gamma), int(order) if reuse == TAYLOR else 0, space)
 
 
 def _number(value: Any) -> bool:
@@ -96,12 +105,13 @@ def measured_at(budget: int, reference: Schedule | None,
 
 
 def operator_for(reuse: str, gamma: float, reference: Schedule | None = None, anchor: Schedule | None = None,
-                 budget: int | None = None, entry: Mapping[str, Any] | None = None) -> tuple[Operator, str]:
+                 budget: int | None = None, entry: Mapping[str, Any] | None = None, order: int = 0,
+                 space: str = "") -> tuple[Operator, str]:
     """The operator to run with, and where it came from: an explicit choice, or for ``auto`` the one measured
     best at ``budget`` (:func:`measured_at`), else the schedules' overall measured one, else :data:`DEFAULT`.
-    A taylor chosen by name (OTCache Apply has no order input) forecasts at its default order, 2."""
+    A taylor chosen by name without an order (OTCache Apply has no order input) forecasts at order 2."""
     if reuse != AUTO:
-        return Operator(reuse, float(gamma)), "chosen"
+        return Operator(reuse, float(gamma), order, space), "chosen"
     at = measured_at(budget, reference, entry) if budget is not None else None
     if at is not None:
         return at

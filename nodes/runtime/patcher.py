@@ -17,7 +17,6 @@ sample with a given schedule through ``cached_model``.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any, Mapping
 
@@ -30,7 +29,6 @@ from .compile_blocks import check_compile
 from .config import CACHE_DEVICES, CONFIG_KEY, WRAPPER_KEY, OTCacheConfig, PatchOptions, patched_config
 from .families import FamilySpec, detect_family
 from .modulation_trim import add_trim, remove_trim
-from .operators import Operator
 from .resolver import BudgetRequest, Resolution, resolve
 from .run import apply_model_wrapper, calc_cond_batch_wrapper, diffusion_model_wrapper, outer_sample_wrapper
 
@@ -59,9 +57,8 @@ def install(model: Any, schedule_source: Schedule | BudgetRequest | None = None,
     spec = detect_family(m.get_model_object("diffusion_model"))
     check_compile(model.model_options, getattr(model, "wrappers", {}), spec)
     res = resolve(request, spec)
-    if not isinstance(schedule_source, BudgetRequest):     # the options name the operator, taylor's order too
-        res = dataclasses.replace(res, operator=Operator(opts.reuse, opts.gamma, opts.order))
-    reuse = make_reuse(res.operator.reuse, res.operator.gamma, order=res.operator.order)
+    op = res.operator
+    reuse = make_reuse(op.reuse, op.gamma, space=op.space or None, order=op.order or None)
     if not spec.block_caching and reuse.space != "output":
         reuse = with_space(reuse, "output")
     blocks = spec.blocks if reuse.space == "residual" else ()
@@ -90,7 +87,8 @@ def _as_request(source: Schedule | BudgetRequest | None, opts: PatchOptions) -> 
     if isinstance(source, BudgetRequest):
         return source
     if source is None or isinstance(source, Schedule):
-        return BudgetRequest(reference=source, reuse=opts.reuse, gamma=opts.gamma)
+        return BudgetRequest(reference=source, reuse=opts.reuse, gamma=opts.gamma, order=opts.order,
+                             space=opts.space)
     raise OTCacheError(f"schedule source must be a Schedule or BudgetRequest, got {type(source).__name__}")
 
 

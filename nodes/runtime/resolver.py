@@ -33,7 +33,7 @@ from ...otcache_engine.schedules import transport, warp
 from ...otcache_engine.schedules.baselines import uniform_k
 from ...otcache_engine.schedules.schedule import budget_for_speedup
 from .families import FamilySpec
-from .operators import AUTO, DEFAULT, Operator, operator_for
+from .operators import AUTO, DEFAULT, SPACES, Operator, operator_for
 
 PREVIEW_STEPS = 20
 MODES = ("speedup", "compute steps")
@@ -52,6 +52,8 @@ class BudgetRequest:
     budget: int = 0                     # K in 'compute steps' mode
     reuse: str = AUTO
     gamma: float = 0.5
+    order: int = 0                      # taylor's forecast order (0: its default)
+    space: str = ""                     # where omnicache / taylor extrapolate ("": the family's cache space)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -63,6 +65,8 @@ class BudgetRequest:
                                f"got {self.budget!r}")
         if self.reuse != AUTO and self.reuse not in REUSE_NAMES:
             raise OTCacheError(f"unknown reuse operator {self.reuse!r}; choose one of {list(REUSE_NAMES)}")
+        if self.space not in SPACES:
+            raise OTCacheError(f"unknown cache space {self.space!r}; choose one of {list(SPACES)}")
 
     @property
     def connected(self) -> bool:
@@ -175,7 +179,8 @@ def _free_default(family: FamilySpec | None, reference: Schedule, k: int) -> Res
 
 def _resolved(request: BudgetRequest, schedule: Schedule, description: str, budget: int | None = None,
               entry: dict | None = None) -> Resolution:
-    op, why = operator_for(request.reuse, request.gamma, request.reference, request.anchor, budget, entry)
+    op, why = operator_for(request.reuse, request.gamma, request.reference, request.anchor, budget, entry,
+                           request.order, request.space)
     return Resolution(schedule, op, why, description, tuple(schedule.provenance.get("warnings", ())))
 
 

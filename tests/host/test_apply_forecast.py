@@ -64,3 +64,16 @@ def test_a_schedule_given_as_is_keeps_the_options_order(batched_cfg):
     out, probe = probed_run(offloaded, b, N)
     assert probe.block_runs == SCHED.budget and torch.isfinite(out).all()
     assert torch.allclose(out, run(patched(b.patcher, SCHED, reuse="taylor"), b, N), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("reuse", ["omnicache", "taylor"])
+def test_an_extrapolating_operator_in_the_output_space_skips_the_whole_model(reuse, batched_cfg):
+    b = bundle("flux")
+    ref = run(b.patcher, b, N)
+    model = patched(b.patcher, SCHED, reuse=reuse, gamma=1.0, space="output")
+    assert P.patched_config(model).reuse.describe().endswith("output)") and P.patched_config(model).num_patches == 0
+    out, probe = probed_run(model, b, N)
+    assert probe.block_runs == SCHED.budget
+    assert torch.isfinite(out).all() and not torch.equal(out, ref)
+    plain, _ = probed_run(patched(b.patcher, SCHED, reuse="output"), b, N)
+    assert not torch.equal(out, plain)

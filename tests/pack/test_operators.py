@@ -44,3 +44,16 @@ def test_patch_options_check_the_order():
     for bad in (3, True, 1.5, 1.0):
         with pytest.raises(OTCacheError, match="order"):
             PatchOptions(reuse="taylor", order=bad)
+
+
+def test_an_extrapolating_operator_can_work_in_the_output_space_and_says_so():
+    out = OP.Operator("omnicache", 1.0, space="output")
+    assert out.label() == "omnicache(gamma=1, output)" and out != OP.Operator("omnicache", 1.0)
+    assert out.as_dict() == {"reuse": "omnicache", "gamma": 1.0, "space": "output"}
+    assert OP.as_operator(out.as_dict()) == out and OP.as_operator({**out.as_dict(), "space": "x"}) is None
+    assert OP.Operator("taylor", order=1, space="output").label() == "taylor(order=1, output)"
+    assert OP.Operator("output", space="output") == OP.Operator("output")        # implied by the name
+    assert OP.Operator("omnicache", 1.0, space="residual") == OP.Operator("omnicache", 1.0)
+    assert OP.operator_for("omnicache", 1.0, space="output")[0] == out
+    with pytest.raises(OTCacheError, match="cache space"):
+        PatchOptions(reuse="omnicache", space="latent")
