@@ -19,6 +19,9 @@ from .runtime.operators import AUTO, DEFAULT
 
 log = logging.getLogger("otcache")
 
+TRIALS = 30
+VALIDATE_SCOPES = ("every budget", "the two ends")
+
 class AnchorSearch(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -41,10 +44,12 @@ class AnchorSearch(io.ComfyNode):
                 io.Int.Input("anchor_budget", default=0, min=0, max=10000,
                              tooltip="Computed steps K of the anchor. 0 = auto (about N/5: 6 for 28 steps, "
                                      "10 for 50)."),
-                io.Int.Input("trials", default=100, min=1, max=100000,
+                io.Int.Input("trials", default=TRIALS, min=1, max=100000,
                              tooltip="Total finished trials of the study, counted across runs: running again "
                                      "with the same storage continues up to this number. Each trial costs at "
-                                     "most K full model calls per search seed (memoised repeats are free)."),
+                                     "most K model calls per pair (memoised repeats are free, losing trials "
+                                     f"are pruned). Default {TRIALS}; 100 was the default before (see the "
+                                     "README's cost table for what each setting buys)."),
                 io.String.Input("search_seeds", default="",
                                 tooltip="Empty: every trial is judged on the connected calibration's prompts and "
                                         "seeds (or on 'seed' alone without one). Seeds here ('0, 1' or 'x2') "
@@ -68,19 +73,26 @@ class AnchorSearch(io.ComfyNode):
                 io.Int.Input("max_gap", default=0, min=0, max=10000,
                              tooltip="Longest gap allowed in the anchor. 0 = auto (twice the uniform gap)."),
                 io.Boolean.Input("validate", default=True,
-                                 tooltip="After the search, check every budget between the anchor and the "
-                                         "reference on the same pairs: the OT interpolation against the graph "
-                                         "search's schedule and a uniform one, keeping the best per budget in "
-                                         "the anchor (OTCache Apply uses it). Costs up to 3 x the sum of those "
-                                         "budgets model calls per pair."),
+                                 tooltip="After the search, check the result on the same pairs against its "
+                                         "rivals and against the free default (what Apply runs with nothing "
+                                         "connected); Apply then runs whichever was better at each budget. "
+                                         "Off: nothing is checked."),
+                io.Combo.Input("validate_budgets", options=list(VALIDATE_SCOPES), default=VALIDATE_SCOPES[0],
+                               tooltip="every budget: at each budget between the anchor and the reference, the "
+                                       "OT interpolation against the graph search's schedule (the best kept), "
+                                       "and the free default there and at both ends: about 3 x the sum of "
+                                       "those budgets model calls per pair. the two ends: the free default "
+                                       "against the reference and the anchor only (about 2 x K_ref + K_anc "
+                                       "calls per pair); in between Apply follows the nearer end."),
             ],
             outputs=[ScheduleType.Output("anchor", display_name="anchor")],
         )
 
     @classmethod
     def execute(cls, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, denoise,
-                reference, calibration=None, vae=None, anchor_budget=0, trials=100, search_seeds="",
-                search_seed=0, storage="", reuse=AUTO, gamma=0.5, max_gap=0, validate=True) -> io.NodeOutput:
+                reference, calibration=None, vae=None, anchor_budget=0, trials=TRIALS, search_seeds="",
+                search_seed=0, storage="", reuse=AUTO, gamma=0.5, max_gap=0, validate=True,
+                validate_budgets=VALIDATE_SCOPES[0]) -> io.NodeOutput:
         s = SamplerSettings(steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise)
         try:
             seeds = parse_seeds(search_seeds, seed)
@@ -88,7 +100,8 @@ class AnchorSearch(io.ComfyNode):
                                             search_seed=search_seed, storage=storage, vae=vae,
                                             calibration=calibration, reuse=reuse, gamma=float(gamma),
                                             max_gap=max_gap, own_seeds=bool((search_seeds or "").strip()),
-                                            validate=bool(validate))
+                                            validate=bool(validate),
+                                            every_budget=validate_budgets != VALIDATE_SCOPES[1])
         except OTCacheError as e:
             raise ValueError(f"OTCache Anchor Search: {e}") from None
         note = (f"anchor K={anchor.budget} of N={anchor.num_steps}: best {summary['metric']} "

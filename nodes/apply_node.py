@@ -24,8 +24,8 @@ log = logging.getLogger("otcache")
 
 REUSE_TOOLTIP = (
     "What a skipped step reuses. auto: the operator measured best for this model at this budget (stored in "
-    f"the schedules by Calibrate and Anchor Search), else {DEFAULT.label()} (the best on most cells of the "
-    "in-host benchmark). residual: the "
+    f"the schedules by Calibrate and Anchor Search), else {DEFAULT.label()} (the one operator never below "
+    "the naive output skip on every cell of the in-host benchmark, CFG on and off). residual: the "
     "cached block residual on the step's own input, embedders and output head run; output: the whole cached "
     "model output (nothing runs); omnicache: the block residual extrapolated from the last two computed "
     "steps by gamma; taylor: the block residual (the whole output on models without block hooks) forecast "

@@ -161,12 +161,14 @@ def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds:
                   trials: int = 64, search_seed: int = 0, storage: str = "", vae: Any = None,
                   calibration: CalibrationData | None = None, reuse: str = AUTO, gamma: float = 0.5,
                   max_gap: int = 0, metric: Perceptual | None = None, own_seeds: bool = False,
-                  validate: bool = True) -> tuple[Schedule, dict[str, Any]]:
+                  validate: bool = True, every_budget: bool = True) -> tuple[Schedule, dict[str, Any]]:
     """Run or resume the anchor search; returns the anchor and a summary for the UI.
 
     Trials are judged on the calibration's (prompt, seed) pairs when a calibration made with the same sampler
     settings is connected (``own_seeds`` False): an anchor fitted to one seed does not carry to others.
-    What it will cost is said before the first model call, and what it spent at the end.
+    ``validate`` checks the result against rivals and the free default on the same pairs: at ``every_budget``
+    between the anchor and the reference, or at the two ends only (cheaper). What it will cost is said
+    before the first model call, and what it spent at the end.
     """
     import comfy.model_management
 
@@ -178,7 +180,7 @@ def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds:
                  max_gap, metric, own_seeds)
     refs = recorded_refs(run.base, calibration, run.pairs, run.metric, vae)
     operators = ladder_operators(run.op, reuse, reference) if validate else []
-    planned = _announce(run, refs is None, len(operators))
+    planned = _announce(run, refs is None, len(operators) if every_budget else 0, validate)
     progress = Progress(len(run.pairs) * run.n, "Anchor Search")
     judge = Judge(run.base, run.pairs, run.metric, vae, refs=refs)
     judge.prepare(progress)
@@ -192,7 +194,8 @@ def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds:
     checked = ""
     if validate:
         ends = {"reference": operator_for(reuse, gamma, reference, None, reference.budget)[0], "anchor": run.op}
-        anchor, checked = _with_ladder(anchor, judge, run, calibration, operators, ends, progress)
+        anchor, checked = _with_ladder(anchor, judge, run, calibration, operators if every_budget else [], ends,
+                                       progress)
     cost = spent("Anchor Search", run.n, judge.calls, progress.seconds)
     return anchor, _summary(anchor, run, checked, planned, cost)
 
@@ -225,13 +228,14 @@ def _setup(model: Any, s: SamplerSettings, reference: Schedule, seeds: list[int]
                   _study_context(s, pairs, op, prov, reference, calibration))
 
 
-def _announce(run: Search, sample_refs: bool, operators: int) -> StageCost:
+def _announce(run: Search, sample_refs: bool, operators: int, validate: bool) -> StageCost:
     """Say what the search will cost at most: uncached references (unless the calibration recorded them),
     every trial at K calls per pair (memoised repeats and pruned trials cost less), the validation."""
     pairs, k, k_ref = len(run.pairs), run.cfg.budget, run.ref_n.budget
     refs = pairs * run.n if sample_refs else 0
     search = run.cfg.n_trials * k * pairs
-    check = ladder.span_calls(k_ref, k, pairs, operators) + ladder.guard_calls(k_ref, k, pairs) if operators else 0
+    check = ladder.span_calls(k_ref, k, pairs, operators) + ladder.guard_calls(k_ref, k, pairs, operators > 0) \
+        if validate else 0
     log.info("[OTCache] Anchor Search: K=%d of N=%d, %d trial(s) in total, %d pair(s) (%s), metric %s, storage %s",
              k, run.n, run.cfg.n_trials, pairs, run.judged_on, run.metric.name, run.store.where)
     return announce("Anchor Search", run.n, refs + search + check,
@@ -268,13 +272,13 @@ def _study_context(s: SamplerSettings, pairs: list, op: Any, prov: dict, referen
 
 def _with_ladder(anchor: Schedule, judge: Judge, run: Search, calibration: CalibrationData | None,
                  operators: list, ends: dict[str, Operator], progress: Progress) -> tuple[Schedule, str]:
-    """The anchor with its validation ladder over every budget up to the reference (on the anchor's steps),
-    guarded by the free default there and at both ends, and a one-line summary."""
+    """The anchor with its validation ladder over every budget up to the reference (on the anchor's steps;
+    none with no ``operators``: the two ends only), guarded by the free default, and a one-line summary."""
     pairs, ref_n = len(judge.pairs), run.ref_n
-    progress.set(0, ladder.calls(ref_n, anchor, pairs, len(operators)) + ladder.guard_calls(ref_n.budget,
-                                                                                           anchor.budget, pairs),
-                 unit="model calls")
-    steps = ladder.build(judge, ref_n, anchor, calibration, operators, progress.step)
+    progress.set(0, ladder.calls(ref_n, anchor, pairs, len(operators))
+                 + ladder.guard_calls(ref_n.budget, anchor.budget, pairs, bool(operators)), unit="model calls")
+    steps = ladder.build(judge, ref_n, anchor, calibration, operators, progress.step) if operators \
+        else ladder.ends_only(ref_n, judge, [ends["anchor"]])
     family = detect_family(run.base.get_model_object("diffusion_model"))
     steps = ladder.guard(steps, judge, ref_n, anchor, float(anchor.provenance["score"]), ends,
                          lambda k: default_schedule(family, run.n, k)[0], progress.step)

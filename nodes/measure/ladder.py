@@ -3,10 +3,9 @@
 OT interpolation places any budget between the anchor and the reference instantly, but nothing guarantees
 the placed schedule is good: in the in-host benchmark an interpolated schedule lost 2.4 dB to a uniform one
 at one budget while winning by 5-6 dB at its neighbours (with an extrapolating reuse operator the exact gap
-pattern matters). So after the anchor search, at every budget strictly between the two, three instant
-candidates are sampled on the calibration pairs with the deployed operator -- the interpolation, the graph
-search's optimum at that budget (from the calibration's weights) and a uniform schedule -- and the best is
-recorded per budget in the anchor (``transport.measured_entry`` reads it). When Calibrate measured another
+pattern matters). So after the anchor search, at every budget strictly between the two, the instant
+candidates are sampled on the calibration pairs with the deployed operator -- the interpolation and the
+graph search's optimum at that budget (from the calibration's weights) -- and the best is recorded per budget in the anchor (``transport.measured_entry`` reads it). When Calibrate measured another
 operator best on the reference than the one the anchor was searched with, each candidate is sampled with
 both, and the entry records the winning pair (``runtime.operators.measured_at`` reads the operator). OTCache Apply then stays a table
 lookup: no model call when the slider moves, and never a budget where a measured rival was better.
@@ -15,14 +14,14 @@ The free default guards all of it (:func:`guard`): what Apply runs with nothing 
 default schedule at K with the default operator, ``resolver.default_schedule``) is sampled on the same pairs
 at every budget of the ladder and at both ends, the reference's and the anchor's own budgets. Where it
 is better than everything calibrated, the record says so and Apply runs it (beyond an end: from that end's
-verdict), so a calibration never leaves the user below what connecting nothing gives.
+verdict), so a calibration never leaves the user below what connecting nothing gives. The cheap validation
+(:func:`ends_only`) measures only the two ends; Apply then follows the nearer end's verdict in between.
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
 from ...otcache_engine import Schedule
-from ...otcache_engine.schedules.baselines import uniform_k
 from ...otcache_engine.errors import OTCacheError
 from ...otcache_engine.schedules.transport import LADDER_KEY, schedule_at
 from ..runtime.operators import DEFAULT, Operator
@@ -35,25 +34,29 @@ def budgets(reference: Schedule, anchor: Schedule) -> range:
 
 
 def calls(reference: Schedule, anchor: Schedule, pairs: int, operators: int = 1) -> int:
-    """Model calls of :func:`build` at most (three candidates per budget and operator, fewer when two
+    """Model calls of :func:`build` at most (two candidates per budget and operator, fewer when they
     coincide)."""
     return span_calls(reference.budget, anchor.budget, pairs, operators)
 
 
 def span_calls(k_ref: int, k_anc: int, pairs: int, operators: int = 1) -> int:
     """:func:`calls` for the budgets alone."""
-    return 3 * operators * pairs * sum(range(k_anc + 1, k_ref))
+    return len(CANDIDATES) * operators * pairs * sum(range(k_anc + 1, k_ref))
+
+
+CANDIDATES = ("ot", "graph")
 
 
 def candidates(reference: Schedule, anchor: Schedule, calibration: Any, budget: int) -> dict[str, Schedule]:
-    """The interpolation, the graph's optimum and uniform at ``budget``; one entry per distinct schedule."""
+    """The interpolation and the graph's optimum at ``budget``; one entry per distinct schedule. (A uniform
+    schedule with the deployed operator was a third candidate: it won 1 of the 66 budgets of the in-host
+    benchmark, and the free default, a uniform schedule with the default operator, is measured anyway.)"""
     n = reference.num_steps
     found = {"ot": plain_interpolation(reference, anchor, budget)}
     if calibration is not None and calibration.num_steps == n:
         graph = calibration.widened_graph_schedule(budget)
         if graph is not None:
             found["graph"] = graph
-    found["uniform"] = uniform_k(n, budget, force_last=reference.force_last)
     distinct: dict[str, Schedule] = {}
     for name, s in found.items():
         if all(s.compute_steps != t.compute_steps for t in distinct.values()):
@@ -88,7 +91,8 @@ def summary(ladder: dict[str, Any]) -> str:
     for entry in ladder.get("entries", {}).values():
         wins[entry["source"]] = wins.get(entry["source"], 0) + 1
     if not wins:
-        return "no budget between the anchor and the reference"
+        return ("validated the two ends only" if ladder.get("ends")
+                else "no budget between the anchor and the reference")
     shown = ", ".join(f"{name} {count}" for name, count in sorted(wins.items(), key=lambda kv: -kv[1]))
     return f"validated {sum(wins.values())} budgets between anchor and reference (best: {shown})"
 
@@ -102,10 +106,18 @@ def plain_interpolation(reference: Schedule, anchor: Schedule, budget: int) -> S
 
 
 
-def guard_calls(k_ref: int, k_anc: int, pairs: int) -> int:
+def guard_calls(k_ref: int, k_anc: int, pairs: int, every_budget: bool = True) -> int:
     """Model calls of :func:`guard` at most: the free default at every budget from the anchor's to the
-    reference's, and the reference itself once with its operator."""
-    return pairs * (sum(range(k_anc, k_ref + 1)) + k_ref)
+    reference's (or at the two ends only), and the reference itself once with its operator."""
+    free = sum(range(k_anc, k_ref + 1)) if every_budget else k_anc + k_ref
+    return pairs * (free + k_ref)
+
+
+def ends_only(reference: Schedule, judge: Judge, operators: Sequence[Operator]) -> dict[str, Any]:
+    """A ladder without budgets in between, for :func:`guard` to measure the two ends only (the cheap
+    validation: Apply follows the nearer end's verdict in between)."""
+    return {"num_steps": reference.num_steps, "reuse": operators[0].as_dict(), "metric": judge.metric.name,
+            "entries": {}}
 
 
 def guard(ladder: dict[str, Any], judge: Judge, reference: Schedule, anchor: Schedule, anchor_error: float,

@@ -153,19 +153,19 @@ def quality_line(q: Mapping | None) -> str:
 
 def free_default_won(anchor: Schedule, num_steps: int, k: int, entry: Mapping | None) -> bool:
     """Whether the anchor's validation measured the free default better than the calibration at K: at a
-    ladder budget its entry says so; at or beyond an end (the reference's budget and above, the anchor's and
-    below) that end's check does."""
+    ladder budget its entry says so; elsewhere the nearer end's check does (the reference's budget and
+    above, the anchor's and below, and in between when only the ends were validated)."""
     if entry is not None:
         return bool(entry.get(FREE_DEFAULT, {}).get("wins"))
     ladder = anchor.provenance.get(transport.LADDER_KEY)
     if not isinstance(ladder, Mapping) or ladder.get("num_steps") != num_steps:
         return False
     ends = ladder.get("ends") if isinstance(ladder.get("ends"), Mapping) else {}
-    for name, beyond in (("reference", lambda b: k >= b), ("anchor", lambda b: k <= b)):
-        end = ends.get(name)
-        if isinstance(end, Mapping) and isinstance(end.get("budget"), int) and beyond(end["budget"]):
-            return bool(end.get(FREE_DEFAULT, {}).get("wins"))
-    return False
+    ends = [e for e in ends.values() if isinstance(e, Mapping) and isinstance(e.get("budget"), int)]
+    if not ends:
+        return False
+    nearest = min(ends, key=lambda e: abs(e["budget"] - k))
+    return bool(nearest.get(FREE_DEFAULT, {}).get("wins"))
 
 
 def _free_default(family: FamilySpec | None, reference: Schedule, k: int) -> Resolution:

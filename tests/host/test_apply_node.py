@@ -41,7 +41,7 @@ def test_no_schedule_uses_an_announced_default_at_the_asked_speedup(batched_cfg,
         model, ui = execute(b.patcher, speedup=2.0)
     assert any("uniform schedule" in r.getMessage() for r in caplog.records)
     cfg = P.patched_config(model)
-    assert cfg.reuse.describe() == "omnicache(gamma=1, residual)"   # reuse 'auto' with nothing measured
+    assert cfg.reuse.describe() == "omnicache(gamma=0.5, output)"   # reuse 'auto' with nothing measured
     assert model is not b.patcher and P.patched_config(b.patcher) is None
     payload = ui["otcache_schedule"][0]
     assert all(isinstance(v, list) for v in ui.values())

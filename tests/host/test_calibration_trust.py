@@ -126,7 +126,7 @@ def test_apply_runs_the_free_default_where_it_was_measured_better_and_says_so(fl
     assert ("runs the free default" in note) == free
     if free:
         assert cfg.schedule.compute_steps == uniform_k(N, budget).compute_steps
-        assert cfg.reuse.describe().startswith("omnicache(gamma=1")
+        assert cfg.reuse.describe() == "omnicache(gamma=0.5, output)"       # the free default's operator
         assert resolve(BudgetRequest(reference, guarded, mode="compute steps", budget=budget)).operator == DEFAULT
     chosen = resolve(BudgetRequest(reference, guarded, mode="compute steps", budget=budget, reuse="output"))
     assert "free default" not in chosen.description          # a hand-picked operator is never overridden
@@ -150,3 +150,24 @@ def test_apply_and_the_preview_show_what_was_measured_at_the_budget(flux, search
     beyond = OTCacheApply.execute(flux.patcher, reference=reference, anchor=anchor, budget_mode="compute steps",
                                   compute_steps=8).ui["otcache_schedule"][0]
     assert beyond["quality"] is None                    # nothing was measured above the reference's budget
+
+
+def test_validating_the_two_ends_only_costs_less_and_apply_follows_the_nearer_end(flux, searched, tmp_path,
+                                                                                  monkeypatch):
+    s, reference, calibration, anchor, summary = searched
+    monkeypatch.setattr(folder_paths, "get_user_directory", lambda: str(tmp_path))
+    cheap, cheap_summary = MA.anchor_search(flux.patcher, s, reference, seeds=[0], budget=3, trials=6,
+                                            calibration=calibration, every_budget=False)
+    lad = cheap.provenance["ladder"]
+    assert lad["entries"] == {} and set(lad["ends"]) == {"reference", "anchor"}
+    assert "validated the two ends only" in cheap_summary["validation"]
+    assert cheap_summary["planned_calls"] < summary["planned_calls"]
+    assert cheap_summary["model_calls"] <= cheap_summary["planned_calls"]
+    near_anchor = with_verdicts(cheap, {"anchor"})               # K=4 is nearer the anchor (3) than 6
+    free = resolve(BudgetRequest(reference, near_anchor, mode="compute steps", budget=4))
+    assert "runs the free default" in free.description
+    near_ref = with_verdicts(cheap, {"reference"})
+    assert "runs the free default" not in resolve(BudgetRequest(reference, near_ref, mode="compute steps",
+                                                                budget=4)).description
+    assert "runs the free default" in resolve(BudgetRequest(reference, near_ref, mode="compute steps",
+                                                            budget=5)).description

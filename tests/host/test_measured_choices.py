@@ -112,7 +112,7 @@ def test_apply_auto_follows_the_measured_operator(flux):
     patched = OTCacheApply.execute(flux.patcher, reference=measured, reuse="residual").args[0]
     assert patched_config(patched).reuse.describe() == "residual"           # a hand choice wins
     patched = OTCacheApply.execute(flux.patcher, reference=uniform_k(N, 5)).args[0]
-    assert patched_config(patched).reuse.describe() == "omnicache(gamma=1, residual)"   # nothing measured
+    assert patched_config(patched).reuse.describe() == "omnicache(gamma=0.5, output)"   # nothing measured
 
 
 def test_apply_auto_takes_the_operator_measured_where_it_runs(flux):

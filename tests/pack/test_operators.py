@@ -20,11 +20,13 @@ def test_taylor_carries_its_order_and_the_others_none():
 
 def test_the_measured_candidates_include_both_orders_and_read_back():
     taylors = [op for op in OP.CANDIDATES if op.reuse == "taylor"]
-    assert [op.order for op in taylors] == [1, 2] and {op.reuse for op in OP.CANDIDATES} == set(NAMES)
+    assert [op.order for op in taylors] == [1] and {op.reuse for op in OP.CANDIDATES} == set(NAMES) - {"residual"}
+    assert OP.DEFAULT in OP.CANDIDATES and OP.DEFAULT.space == "output"       # the free default is measured too
     assert len({op.label() for op in OP.CANDIDATES}) == len(OP.CANDIDATES)
     for op in OP.CANDIDATES:
         assert OP.as_operator(op.as_dict()) == op
     assert OP.as_operator({"reuse": "taylor", "gamma": 0.5}) == OP.Operator("taylor", order=2)
+    assert OP.as_operator({"reuse": "residual", "gamma": 0.5}) == OP.Operator("residual")   # older schedules
     for bad in (3, True, "1", -1):
         assert OP.as_operator({"reuse": "taylor", "gamma": 0.5, "order": bad}) is None
 
