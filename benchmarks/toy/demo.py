@@ -118,11 +118,11 @@ def _calibrate_and_search(toy: Toy, args: argparse.Namespace, scorer: Scorer, sa
 def _sampled_rows(toy: Toy, held_out, schedules: dict, args: argparse.Namespace, runs, scorer: Scorer,
                   say: Progress) -> tuple[list[Row], list, Outcome]:
     """OTCache at every budget, and beside it what costs nothing to set up: the free default (OTCache Apply
-    with nothing connected: uniform + omnicache gamma 1) and a uniform output skip."""
+    with nothing connected: uniform + the whole output extrapolated with omnicache gamma 0.5) and a uniform output skip."""
     n = toy.steps
     configs = [(f"OTCache K={k}", s, args.reuse, method.gammas_for(runs, args.reuse, s)) for k, s in schedules.items()]
     for k in schedules:
-        configs += [(f"free default K={k}", uniform_k(n, k), "omnicache", 1.0),
+        configs += [(f"free default K={k}", uniform_k(n, k), "omnicache", 0.5),
                     (f"uniform skip K={k}", uniform_k(n, k), "output", None)]
     jobs = [full_job(toy, held_out)] + [schedule_job(toy, held_out, s, reuse, gamma) for _, s, reuse, gamma in configs]
     full, *cached = (outcome(t) for t in time_interleaved(jobs, args.repeats))
