@@ -41,13 +41,16 @@ class Variant:
 
 
 VARIANTS = (
-    Variant("thorough (the defaults before)", 4, {"error_mode": "hybrid", "measure": True},
-            {"trials": 100, "validate": True}),
-    Variant("local, 40 trials", 4, {"error_mode": "local", "measure": True}, {"trials": 40, "validate": True}),
-    Variant("2 pairs, local, 30 trials", 2, {"error_mode": "local", "measure": True},
-            {"trials": 30, "validate": True}),
-    Variant("1 pair, local, no operator check, 20 trials", 1, {"error_mode": "local", "measure": False},
-            {"trials": 20, "validate": True}),
+    Variant("thorough: 4 pairs, hybrid, operator check, 100 trials, every budget", 4,
+            {"error_mode": "hybrid", "measure": True}, {"trials": 100, "validate": True}),
+    Variant("default, 4 pairs: hybrid, operator check, 30 trials, every budget", 4,
+            {"error_mode": "hybrid", "measure": True}, {"trials": 30, "validate": True}),
+    Variant("default, 1 pair", 1, {"error_mode": "hybrid", "measure": True}, {"trials": 30, "validate": True}),
+    Variant("2 pairs, local, operator check, 30 trials, the two ends", 2, {"error_mode": "local", "measure": True},
+            {"trials": 30, "validate": True, "validate_budgets": "the two ends"}),
+    Variant("quick: 1 pair, local, no operator check, 12 trials, the two ends", 1,
+            {"error_mode": "local", "measure": False},
+            {"trials": 12, "validate": True, "validate_budgets": "the two ends"}),
 )
 
 
