@@ -32,59 +32,7 @@ class AnchorSearch(io.ComfyNode):
             description="Stage 2: searches the best schedule at an extreme low budget by actually sampling with "
                         "each candidate (Optuna, TPE) and comparing with the uncached result. Resumable: the "
                         "study is stored, so run it again to continue, or share a database between machines.",
-            inputs=sampler_inputs() + [
-                ScheduleType.Input("reference", tooltip="The reference schedule (OTCache Calibrate): warm start "
-                                                        "and the upper end of the interpolation."),
-                CalibrationType.Input("calibration", optional=True,
-                                      tooltip="Calibration data: adds the graph method's schedule at the anchor "
-                                              "budget as a warm start (the anchor must beat it)."),
-                io.Vae.Input("vae", optional=True,
-                             tooltip="Decode outputs for a perceptual metric (LPIPS, or 1 - SSIM without LPIPS "
-                                     "weights). Without a VAE the final latents are compared (relative L1)."),
-                io.Int.Input("anchor_budget", default=0, min=0, max=10000,
-                             tooltip="Computed steps K of the anchor. 0 = auto (about N/5: 6 for 28 steps, "
-                                     "10 for 50)."),
-                io.Int.Input("trials", default=TRIALS, min=1, max=100000,
-                             tooltip="Total finished trials of the study, counted across runs: running again "
-                                     "with the same storage continues up to this number. Each trial costs at "
-                                     "most K model calls per pair (memoised repeats are free, losing trials "
-                                     f"are pruned). Default {TRIALS}; 100 was the default before (see the "
-                                     "README's cost table for what each setting buys)."),
-                io.String.Input("search_seeds", default="",
-                                tooltip="Empty: every trial is judged on the connected calibration's prompts and "
-                                        "seeds (or on 'seed' alone without one). Seeds here ('0, 1' or 'x2') "
-                                        "judge on this node's prompt with 'seed' and these instead. More pairs = a "
-                                        "more general anchor, proportionally slower trials."),
-                io.Int.Input("search_seed", default=0, min=0, max=2**31 - 1,
-                             tooltip="Seed of Optuna's TPE sampler (reproducible with one worker)."),
-                io.String.Input("storage", default="",
-                                tooltip="Empty: a journal file in ComfyUI's user folder "
-                                        "(user/otcache/anchor-<model>-<steps>-<K>.journal), resumed automatically. "
-                                        "A plain name: that journal file there. An Optuna URL "
-                                        "(sqlite:///path.db, postgresql://user:pass@host/db): shared by every "
-                                        "machine that uses it."),
-                io.Combo.Input("reuse", options=[AUTO, *REUSE_CHOICES], default=AUTO,
-                               tooltip="The reuse operator the anchor is searched (and later deployed) with. "
-                                       "auto: the one Calibrate measured for this model (stored in the "
-                                       f"reference), else {DEFAULT.label()}, as OTCache Apply's auto does."),
-                io.Float.Input("gamma", default=0.5, min=0.0, max=1.5, step=0.05,
-                               tooltip="omnicache chosen by hand only: 0 = plain reuse, 1 = linear "
-                                       "extrapolation."),
-                io.Int.Input("max_gap", default=0, min=0, max=10000,
-                             tooltip="Longest gap allowed in the anchor. 0 = auto (twice the uniform gap)."),
-                io.Boolean.Input("validate", default=True,
-                                 tooltip="After the search, check the result on the same pairs against its "
-                                         "rivals and against the free default (what Apply runs with nothing "
-                                         "connected); Apply then runs whichever was better at each budget. "
-                                         "Off: nothing is checked."),
-                io.Combo.Input("validate_budgets", options=list(VALIDATE_SCOPES), default=VALIDATE_SCOPES[0],
-                               tooltip="every budget: at each budget between the anchor and the reference, the "
-                                       "OT interpolation against the graph search's schedule (the best kept), "
-                                       "and the free default there and at both ends: about 3 x the sum of "
-                                       "those budgets model calls per pair. the two ends: the free default "
-                                       "against the reference and the anchor only (about 2 x K_ref + K_anc "
-                                       "calls per pair); in between Apply follows the nearer end."),
-            ],
+            inputs=sampler_inputs() + _search_inputs(),
             outputs=[ScheduleType.Output("anchor", display_name="anchor")],
         )
 
@@ -113,3 +61,59 @@ class AnchorSearch(io.ComfyNode):
         ui["otcache_anchor"] = [summary]
         return io.NodeOutput(anchor, ui=ui)
 
+
+def _search_inputs() -> list:
+    """Anchor Search's own inputs, after KSampler's."""
+    return [
+        ScheduleType.Input("reference", tooltip="The reference schedule (OTCache Calibrate): warm start "
+                                                "and the upper end of the interpolation."),
+        CalibrationType.Input("calibration", optional=True,
+                              tooltip="Calibration data: adds the graph method's schedule at the anchor "
+                                      "budget as a warm start (the anchor must beat it)."),
+        io.Vae.Input("vae", optional=True,
+                     tooltip="Decode outputs for a perceptual metric (LPIPS, or 1 - SSIM without LPIPS "
+                             "weights). Without a VAE the final latents are compared (relative L1)."),
+        io.Int.Input("anchor_budget", default=0, min=0, max=10000,
+                     tooltip="Computed steps K of the anchor. 0 = auto (about N/5: 6 for 28 steps, "
+                             "10 for 50)."),
+        io.Int.Input("trials", default=TRIALS, min=1, max=100000,
+                     tooltip="Total finished trials of the study, counted across runs: running again "
+                             "with the same storage continues up to this number. Each trial costs at "
+                             "most K model calls per pair (memoised repeats are free, losing trials "
+                             f"are pruned). Default {TRIALS}; 100 was the default before (see the "
+                             "README's cost table for what each setting buys)."),
+        io.String.Input("search_seeds", default="",
+                        tooltip="Empty: every trial is judged on the connected calibration's prompts and "
+                                "seeds (or on 'seed' alone without one). Seeds here ('0, 1' or 'x2') "
+                                "judge on this node's prompt with 'seed' and these instead. More pairs = a "
+                                "more general anchor, proportionally slower trials."),
+        io.Int.Input("search_seed", default=0, min=0, max=2**31 - 1,
+                     tooltip="Seed of Optuna's TPE sampler (reproducible with one worker)."),
+        io.String.Input("storage", default="",
+                        tooltip="Empty: a journal file in ComfyUI's user folder "
+                                "(user/otcache/anchor-<model>-<steps>-<K>.journal), resumed automatically. "
+                                "A plain name: that journal file there. An Optuna URL "
+                                "(sqlite:///path.db, postgresql://user:pass@host/db): shared by every "
+                                "machine that uses it."),
+        io.Combo.Input("reuse", options=[AUTO, *REUSE_CHOICES], default=AUTO,
+                       tooltip="The reuse operator the anchor is searched (and later deployed) with. "
+                               "auto: the one Calibrate measured for this model (stored in the "
+                               f"reference), else {DEFAULT.label()}, as OTCache Apply's auto does."),
+        io.Float.Input("gamma", default=0.5, min=0.0, max=1.5, step=0.05,
+                       tooltip="omnicache chosen by hand only: 0 = plain reuse, 1 = linear "
+                               "extrapolation."),
+        io.Int.Input("max_gap", default=0, min=0, max=10000,
+                     tooltip="Longest gap allowed in the anchor. 0 = auto (twice the uniform gap)."),
+        io.Boolean.Input("validate", default=True,
+                         tooltip="After the search, check the result on the same pairs against its "
+                                 "rivals and against the free default (what Apply runs with nothing "
+                                 "connected); Apply then runs whichever was better at each budget. "
+                                 "Off: nothing is checked."),
+        io.Combo.Input("validate_budgets", options=list(VALIDATE_SCOPES), default=VALIDATE_SCOPES[0],
+                       tooltip="every budget: at each budget between the anchor and the reference, the "
+                               "OT interpolation against the graph search's schedule (the best kept), "
+                               "and the free default there and at both ends: about 3 x the sum of "
+                               "those budgets model calls per pair. the two ends: the free default "
+                               "against the reference and the anchor only (about 2 x K_ref + K_anc "
+                               "calls per pair); in between Apply follows the nearer end."),
+    ]

@@ -44,6 +44,7 @@ class Setup:
     scheduler: str = "simple"
     steps: tuple[int, ...] = (30, 50)
     train_noise: str = "shifted"     # training noise levels: through the model's shift, or "plain" sigma
+    side: int = 32                   # image side in pixels (the models are trained at 32)
 
     @property
     def weights(self) -> Path:
@@ -55,7 +56,7 @@ class Setup:
 
     def empty_latent(self, batch: int = 1) -> torch.Tensor:
         """The external empty latent of the 32x32 benchmark images (what an Empty*Latent node makes)."""
-        side = 32 // codec.FACTOR
+        side = self.side // codec.FACTOR
         shape = (batch, codec.LATENT_CHANNELS, 1, side, side) if self.video else \
             (batch, codec.LATENT_CHANNELS, side, side)
         return torch.zeros(shape)

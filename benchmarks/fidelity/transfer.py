@@ -70,12 +70,33 @@ class SettingScorer:
         return float(np.mean([self._psnr(imgs[i:i + 1], self.refs[i:i + 1]) for i in range(len(self.pairs))]))
 
 
-def run_cell(setup: setups.Setup, n: int, pairs: int, trials: int) -> dict:
-    model = setups.load(setup)
+def calibrated(model: Any, setup: setups.Setup, n: int, trials: int) -> tuple[Any, Any]:
+    """Reference and anchor from the default pipeline at ``setup``'s own setting (its latent size too)."""
     stage = pipeline.Stage(setup, n, bench.calibration_pairs())
     reference, calibration = pipeline.calibrate(model, stage)
     anchor = pipeline.anchor_search(model, stage, reference, calibration, trials=trials,
-                                    storage=f"transfer-{setup.name}-{n}-{time.time_ns()}")
+                                    storage=f"transfer-{setup.name}-{setup.side}-{n}-{time.time_ns()}")
+    return reference, anchor
+
+
+def proxy_row(model: Any, setup: setups.Setup, n: int, pairs: int, trials: int) -> dict:
+    """Calibrated at a quarter of the tokens (half the side), run at the full size."""
+    reference, anchor = calibrated(model, replace(setup, side=setup.side // 2), n, trials)
+    base = Setting(f"calibrated at {setup.side // 2} px (1/4 of the tokens)", n, setup.cfg, setup.sampler,
+                   setup.scheduler)
+    scorer = SettingScorer(model, setup, base, bench.held_out_pairs()[:pairs])
+    row = {"setting": base.__dict__, "calibrated": {}, "free default": {}, "uniform output skip": {}}
+    for x in SPEEDUPS:
+        row["calibrated"][x] = scorer.psnr(pipeline.apply(model, reference=reference, anchor=anchor, speedup=x))
+        row["free default"][x] = scorer.psnr(pipeline.apply(model, speedup=x))
+        row["uniform output skip"][x] = scorer.psnr(pipeline.apply(model, reference=bench.uniform(n, round(n / x)),
+                                                                   reuse="output"))
+    return row
+
+
+def run_cell(setup: setups.Setup, n: int, pairs: int, trials: int) -> dict:
+    model = setups.load(setup)
+    reference, anchor = calibrated(model, setup, n, trials)
     cell = {"family": setup.name, "steps": n, "held_out_pairs": pairs, "trials": trials, "settings": []}
     for at in settings(setup, n):
         scorer = SettingScorer(model, setup, at, bench.held_out_pairs()[:pairs])
@@ -89,6 +110,7 @@ def run_cell(setup: setups.Setup, n: int, pairs: int, trials: int) -> dict:
         log.warning("[transfer] %s N=%d %s: calibrated - free default %s", setup.name, n, at.name,
                     {x: round(row["calibrated"][x] - row["free default"][x], 1) for x in SPEEDUPS})
         cell["settings"].append(row)
+    cell["settings"].append(proxy_row(model, setup, n, pairs, trials))
     return cell
 
 
