@@ -51,6 +51,10 @@ VARIANTS = (
     Variant("quick: 1 pair, local, no operator check, 12 trials, the two ends", 1,
             {"error_mode": "local", "measure": False},
             {"trials": 12, "validate": True, "validate_budgets": "the two ends"}),
+    Variant("1 pair, hybrid, operator check, 30 trials, the two ends", 1, {"error_mode": "hybrid", "measure": True},
+            {"trials": 30, "validate": True, "validate_budgets": "the two ends"}),
+    Variant("1 pair, hybrid, operator check, 20 trials, the two ends", 1, {"error_mode": "hybrid", "measure": True},
+            {"trials": 20, "validate": True, "validate_budgets": "the two ends"}),
 )
 
 
