@@ -92,7 +92,7 @@ def make_block_patch(token: object, inner: Block | None, *, first: bool, last: b
                 return run_block(args, extra)
             run = call.run
             if first:
-                _enter(run, call, args[run.key])
+                enter(run, call, args[run.key])
             if not call.compute:
                 return _with_residual(run, args, call) if last else args
             if joint_first and call.boundary is not None:
@@ -109,7 +109,7 @@ def make_block_patch(token: object, inner: Block | None, *, first: bool, last: b
     return patch
 
 
-def _enter(run: Any, call: CallState, img: Any) -> None:
+def enter(run: Any, call: CallState, img: Any) -> None:
     """The stack starts: take the reused residual, or compute (no fitting cache); keep what a store needs."""
     call.reached = True
     call.sig = streams.signature(img)

@@ -5,14 +5,17 @@ The block-residual cache needs, per family: the block replacement keys in execut
 in the last block's output, which blocks the forward never calls, what a block receives (one token tensor
 or a tuple of streams) and whether the forward adds to it between blocks, the shipped preset made for the family's
 released model (and that model's block count, so a preset is used only on the model it was made for), and
-whether a skipped step can trim the family's modulation network. Adding a family is one :class:`Family`
-entry in ``REGISTRY`` (and its host test).
+whether a skipped step can trim the family's modulation network. A family whose forward iterates its block
+lists itself, with no block-replacement hook (NextDiT, HiDream), says per list what a block hands back
+(``returns``): OTCache then reaches its blocks through a stand-in for each list (``stack_list``), and the
+joint order says where the image tokens sit in the last list's stream. Adding a family is one
+:class:`Family` entry in ``REGISTRY`` (and its host test).
 
 A model is matched on its *exact* class, read from the object, never from a ComfyUI version string, so a
 class a ComfyUI does not have is simply never matched there. Subclasses are not assumed to share their
 parent's forward: each one was read and has its own entry (Wan VACE adds hints between blocks, Wan S2V
 injects audio, ...), or gets the whole-model fallback, which is announced, never silent, with the reason
-(``FALLBACK_REASONS`` for the classes read and found without a block hook).
+(``FALLBACK_REASONS`` for classes read and found with no way to reach their blocks; none today).
 """
 from __future__ import annotations
 
@@ -45,6 +48,9 @@ class Family:
     # When ComfyUI's own ``original_block`` cannot run the block (Kandinsky 5 calls it with names the block
     # does not take): the hook's arguments in the block's parameter order, so the pack calls the block itself.
     block_args: tuple[str, ...] = ()
+    # A forward that iterates its block lists itself (no block hook): per list, in ``lists`` order, the names of
+    # the block arguments a block hands back, in its return order, the stream first (one name: a bare tensor).
+    returns: tuple[tuple[str, ...], ...] = ()
 
 
 WAN_BLOCKS = (("blocks", "double_block"),)
@@ -67,16 +73,20 @@ REGISTRY: tuple[Family, ...] = (
            streams=True),
     Family("kandinsky5", "comfy.ldm.kandinsky5.model", "Kandinsky5", (("visual_transformer_blocks", "double_block"),),
            stream_key="x", block_args=("x", "context", "time_embed", "freqs")),
+    # Lumina 2 and Z-Image: the layers run on the joint [caption | image] stream, cached whole (the same layout
+    # at the stack's start and end); the caption and noise refiners are separate lists and keep running.
+    Family("nextdit", "comfy.ldm.lumina.model", "NextDiT", (("layers", "double_block"),), returns=(("x",),)),
+    # HiDream: double blocks take the image tokens and return (image, text); single blocks take and return the
+    # joint [image | text] stream, image tokens first.
+    Family("hidream", "comfy.ldm.hidream.model", "HiDreamImageTransformer2DModel",
+           (("double_stream_blocks", "double_block"), ("single_stream_blocks", "single_block")), IMG_FIRST,
+           returns=(("image_tokens", "text_tokens"), ("image_tokens",))),
 )
 _BY_CLASS = {(f.module, f.class_name): f for f in REGISTRY}
 
-# Classes whose forward was read and offers no hook that can skip a block (why they stay on the fallback).
-FALLBACK_REASONS = {
-    ("comfy.ldm.lumina.model", "NextDiT"): "its forward calls its layers directly; the only per-layer hook runs "
-                                           "after each layer, so no layer can be skipped",
-    ("comfy.ldm.hidream.model", "HiDreamImageTransformer2DModel"): "its forward calls its blocks directly, with "
-                                                                   "no block-replacement hook",
-}
+# Classes whose forward was read and offers no way to skip a block (why they stay on the fallback): none
+# today; NextDiT and HiDream, once here, are reached through their block lists (``Family.returns``).
+FALLBACK_REASONS: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)
@@ -97,10 +107,16 @@ class FamilySpec:
     stream_key: str = "img"
     block_args: tuple[str, ...] = ()
     lists: tuple[tuple[str, str], ...] = ()   # (ModuleList attribute, replacement key) of the family
+    returns: tuple[tuple[str, ...], ...] = ()  # per list: what a block hands back (list-hooked families only)
 
     @property
     def block_caching(self) -> bool:
         return bool(self.blocks)
+
+    @property
+    def list_hook(self) -> bool:
+        """The blocks are reached through stand-ins for the block lists, not ``patches_replace["dit"]``."""
+        return self.block_caching and bool(self.returns)
 
     @property
     def attr_of(self) -> dict[str, str]:
@@ -142,7 +158,7 @@ def detect_family(diffusion_model: torch.nn.Module) -> FamilySpec:
     return FamilySpec(family.name, cls.__name__, tuple(blocks), family.joint_order if last_single else IMG_ONLY,
                       last_single, tuple(skipped), preset=family.preset, trim_modulation=family.trim_modulation,
                       streams=family.streams, between_blocks=family.between_blocks, stream_key=family.stream_key,
-                      block_args=family.block_args, lists=family.lists)
+                      block_args=family.block_args, lists=family.lists, returns=family.returns)
 
 
 def _why_generic(cls: type) -> str:

@@ -6,7 +6,11 @@ APPLY_MODEL), a ``patches_replace["dit"]`` replacement
 on every block index (``block_patch``; it wraps any replacement already on the clone, which is called on
 computed steps, never dropped) and, for a family whose registry entry says so, a PatcherInjection that
 trims the modulation network on reused steps (``modulation_trim``; ComfyUI ejects it whenever the clone is
-detached). No model forward is copied, and nothing is assigned on the shared diffusion model: the one
+detached). A family whose forward iterates its block lists itself (NextDiT, HiDream) gets no block
+replacements but an object patch per block list (``stack_list``: the same blocks, iterated as the step's
+decision says), which ComfyUI sets on the model only while the clone is loaded and takes off, back to its
+own backup of the list, whenever the model unpatches or another clone loads. No model forward is copied, and
+nothing of ours is assigned on the shared diffusion model outside ComfyUI's own patch / unpatch: the one
 forward the pack ever replaces (Chroma's modulation network, by that injection) is put back whenever
 ComfyUI detaches the clone. The only thing in ``model_options`` is the immutable ``config.OTCacheConfig``.
 
@@ -31,6 +35,7 @@ from .families import FamilySpec, detect_family
 from .modulation_trim import add_trim, remove_trim
 from .resolver import BudgetRequest, Resolution, resolve
 from .run import apply_model_wrapper, calc_cond_batch_wrapper, diffusion_model_wrapper, outer_sample_wrapper
+from .stack_list import add_stack_lists, remove_stack_lists, usable
 
 log = logging.getLogger("otcache")
 
@@ -54,7 +59,7 @@ def install(model: Any, schedule_source: Schedule | BudgetRequest | None = None,
     opts = options if isinstance(options, PatchOptions) else PatchOptions(**dict(options or {}))
     request = _as_request(schedule_source, opts)
     m = model.clone()
-    spec = detect_family(m.get_model_object("diffusion_model"))
+    spec = usable(detect_family(m.get_model_object("diffusion_model")), m)
     check_compile(model.model_options, getattr(model, "wrappers", {}), spec)
     res = resolve(request, spec)
     op = res.operator
@@ -64,13 +69,16 @@ def install(model: Any, schedule_source: Schedule | BudgetRequest | None = None,
     blocks = spec.blocks if reuse.space == "residual" else ()
     _remove_previous(m)
     cfg = OTCacheConfig(request if request.per_run else res.schedule, res.description, spec, reuse, opts,
-                        len(blocks))
+                        0 if spec.list_hook else len(blocks))
     cfg.base_dit = dict(m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {}))
     to = dict(m.model_options.get("transformer_options", {}))
     to[CONFIG_KEY] = cfg
     m.model_options["transformer_options"] = to
     _add_wrappers(m, apply_model=reuse.space == "output" and spec.whole_output_at_apply)
-    _add_block_patches(m, cfg, spec, blocks)
+    if blocks and spec.list_hook:
+        add_stack_lists(m, cfg.token, spec)
+    else:
+        _add_block_patches(m, cfg, spec, blocks)
     if blocks and spec.trim_modulation:
         add_trim(m)
     _announce(cfg, res.schedule)
@@ -93,8 +101,8 @@ def _as_request(source: Schedule | BudgetRequest | None, opts: PatchOptions) -> 
 
 
 def remove_otcache(m: Any) -> None:
-    """Take OTCache off ``m`` in place (call it on a clone): wrappers, block patches and config go,
-    whatever our patches wrapped stays. For nodes that must sample a connected model uncached."""
+    """Take OTCache off ``m`` in place (call it on a clone): wrappers, block patches, block-list stand-ins and
+    config go, whatever our patches wrapped stays. For nodes that must sample a connected model uncached."""
     _remove_previous(m, quiet=True)
 
 
@@ -102,6 +110,7 @@ def _remove_previous(m: Any, quiet: bool = False) -> None:
     """Take off an earlier OTCache Apply's wrappers and block patches, keeping what they wrapped."""
     import comfy.patcher_extension as pe
 
+    remove_stack_lists(m)
     to = m.model_options.get("transformer_options", {})
     if CONFIG_KEY not in to:
         return

@@ -134,6 +134,8 @@ class RunState:
         patches = to.get("patches")
         if patches and any(k in patches for k in _BLOCK_PATCH_KEYS):
             return "per-block patches"
+        if self.cfg.family.list_hook:   # its forward never reads block replacements (stack_list)
+            return None
         dit = to.get("patches_replace", {}).get("dit", {})
         if len(dit) != self.num_patches or not all(is_ours(f, self.token) for f in dit.values()):
             return "another node's block patches"

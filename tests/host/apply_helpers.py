@@ -19,6 +19,7 @@ import sampling  # noqa: E402
 import tiny_models as tm  # noqa: E402
 import tiny_models_2026 as t26  # noqa: E402
 from probes import ModelProbe, attach_probe  # noqa: E402
+from otcache_pack.nodes.runtime import families  # noqa: E402
 from otcache_pack.nodes.runtime.patcher import PatchOptions, patch_model  # noqa: E402
 from otcache_pack.otcache_engine import Schedule  # noqa: E402
 from otcache_pack.otcache_engine.runtime import StepPlan  # noqa: E402
@@ -36,6 +37,13 @@ def bundle(family: str, seed: int = 0) -> tm.FamilyBundle:
         except t26.Unavailable as e:
             pytest.skip(str(e))
     return _BUNDLES[key]
+
+
+def unregistered(monkeypatch: pytest.MonkeyPatch, b: tm.FamilyBundle) -> None:
+    """For one test, ``b``'s class is unknown to the family registry: the whole-model fallback of a diffusion
+    transformer OTCache has no entry for (every tiny DiT of the harness has one)."""
+    cls = type(b.diffusion_model)
+    monkeypatch.delitem(families._BY_CLASS, (cls.__module__, cls.__name__))
 
 
 def patched(model: Any, schedule: Schedule | None, **options: Any) -> Any:

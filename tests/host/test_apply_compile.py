@@ -4,7 +4,8 @@ The run compiles the block modules with TorchCompileModel's settings instead of 
 the per-step decision stays in Python: the output equals the uncompiled cached run (float32, inductor's fused
 kernels reorder sums: |out - ref| <= 1e-5 + 1e-5 |ref|; measured 3e-7 relative), the stack runs K times,
 dynamo compiles each block class once or twice during the first computed step (never per step) and a second run compiles nothing.
-Compilation is slow on two cores: two tiny families, one test each order. A model on the whole-model
+Compilation is slow on two cores: three tiny families (Lumina 2: the blocks TorchCompileModel sets by name
+land in the stand-in for its block list), one test each order. A model on the whole-model
 fallback has no block stack to compile apart from the decision: refused with one sentence.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from comfy_extras.nodes_torch_compile import TorchCompileModel  # noqa: E402
 
 import comfy.patcher_extension as pe  # noqa: E402
 import tiny_models as tm  # noqa: E402
-from apply_helpers import bundle, patched, probed_run, run  # noqa: E402
+from apply_helpers import bundle, patched, probed_run, run, unregistered  # noqa: E402
 from otcache_pack.otcache_engine import Schedule  # noqa: E402
 from otcache_pack.otcache_engine.errors import OTCacheError  # noqa: E402
 
@@ -49,7 +50,8 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
-@pytest.mark.parametrize("family,order", [("flux", "before"), ("flux", "after"), ("wan21", "before")])
+@pytest.mark.parametrize("family,order", [("flux", "before"), ("flux", "after"), ("wan21", "before"),
+                                          ("lumina2", "before")])   # lumina2: compiled blocks in its list's stand-in
 def test_compiled_blocks_give_the_cached_output_k_block_runs_and_no_recompilation(family, order, batched_cfg):
     b = bundle(family)
     ref, ref_probe = probed_run(patched(b.patcher, SCHED), b, N)
@@ -74,8 +76,9 @@ def test_compiled_blocks_give_the_cached_output_k_block_runs_and_no_recompilatio
     assert not any(isinstance(block, compiled) for _, _, block in tm.stack_blocks(b.diffusion_model))  # put back
 
 
-def test_whole_model_fallback_with_torch_compile_is_refused_with_a_clear_message(batched_cfg):
+def test_whole_model_fallback_with_torch_compile_is_refused_with_a_clear_message(batched_cfg, monkeypatch):
     b = bundle("lumina2")
+    unregistered(monkeypatch, b)     # a diffusion transformer without a registry entry
     with pytest.raises(OTCacheError, match="TorchCompileModel only with a block-cached model"):
         patched(torch_compile_model(b.patcher), SCHED)
     late = torch_compile_model(patched(b.patcher, SCHED))

@@ -39,7 +39,7 @@ def test_block_stack_runs_k_times_batched_cfg(family, batch, batched_cfg):
     b = bundle(family)
     out, probe = probed_run(patched(b.patcher, SCHED), b, N, batch=batch)
     # whole-model reuse (no block hooks) never reaches the model on reused steps
-    assert probe.n_calls == (N if b.has_dit_replace else SCHED.budget)
+    assert probe.n_calls == (N if b.block_cached else SCHED.budget)
     assert all(c.batch == 2 * batch for c in probe.calls)
     assert probe.block_runs == SCHED.budget
     ref = run(b.patcher, b, N, batch=batch)

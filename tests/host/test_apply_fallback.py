@@ -1,4 +1,7 @@
-"""The whole-model fallback for models without block hooks, announced, and its APPLY_MODEL route."""
+"""The whole-model fallback for models without block hooks, announced, and its APPLY_MODEL route.
+
+Every tiny DiT of the harness has a registry entry, so a diffusion transformer without one is a tiny Lumina 2
+with its class taken out of the registry for the test (``apply_helpers.unregistered``)."""
 from __future__ import annotations
 
 import logging
@@ -14,7 +17,7 @@ import comfy.patcher_extension as pe  # noqa: E402
 
 import sampling  # noqa: E402
 import tiny_models as tm  # noqa: E402
-from apply_helpers import CFG, bundle, patched, probed_run, run  # noqa: E402
+from apply_helpers import CFG, bundle, patched, probed_run, run, unregistered  # noqa: E402
 from otcache_pack.nodes.runtime.families import detect_family  # noqa: E402
 from otcache_pack.nodes.runtime.patcher import WRAPPER_KEY, patched_config  # noqa: E402
 from otcache_pack.otcache_engine import Schedule  # noqa: E402
@@ -23,30 +26,35 @@ N = 6
 SCHED = Schedule(N, (0, 1, 3, 5))
 
 
-def test_unhookable_model_gets_whole_model_reuse_announced(caplog):
+def test_unhookable_model_gets_whole_model_reuse_announced(caplog, monkeypatch):
     b = bundle("lumina2")
+    unregistered(monkeypatch, b)
     with caplog.at_level(logging.INFO, logger="otcache"):
         m = patched(b.patcher, SCHED)
     cfg = patched_config(m)
     assert not cfg.family.block_caching and cfg.reuse.space == "output"
-    assert any("whole-model output reuse" in r.getMessage() for r in caplog.records)
+    assert any("whole-model output reuse (no per-block cache hook for this architecture)" in r.getMessage()
+               for r in caplog.records)
+    assert not m.object_patches
     assert "dit" not in m.model_options["transformer_options"].get("patches_replace", {})
 
 
 def test_family_detection_by_class():
     names = {f: detect_family(bundle(f).diffusion_model).name for f in ("flux", "chroma", "qwen_image",
-                                                                         "hunyuan_video", "wan21", "ltxv")}
+                                                                         "hunyuan_video", "wan21", "ltxv", "lumina2")}
     assert names == {"flux": "flux", "chroma": "chroma", "qwen_image": "qwen_image",
-                     "hunyuan_video": "hunyuan_video", "wan21": "wan", "ltxv": "ltxv"}
+                     "hunyuan_video": "hunyuan_video", "wan21": "wan", "ltxv": "ltxv", "lumina2": "nextdit"}
     spec = detect_family(bundle("flux").diffusion_model)
     assert spec.blocks[0] == ("double_block", 0) and spec.blocks[-1][0] == "single_block" and spec.last_is_single
 
 
 @pytest.mark.parametrize("family", ["lumina2", "flux"])
-def test_apply_model_route_matches_the_diffusion_model_route(family, batched_cfg):
+def test_apply_model_route_matches_the_diffusion_model_route(family, batched_cfg, monkeypatch):
     """A model whose forward runs no DIFFUSION_MODEL wrapper is cached at APPLY_MODEL, in x - sigma*eps
     space: for flow and eps models that is exactly output reuse, so both routes give the same result."""
     b = bundle(family)
+    if family == "lumina2":
+        unregistered(monkeypatch, b)
     direct = run(patched(b.patcher, SCHED, reuse="output"), b, N)
     m = patched(b.patcher, SCHED, reuse="output")
     if family != "lumina2":   # block families get APPLY_MODEL only when they fall back; add it as the fallback does

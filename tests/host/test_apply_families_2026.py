@@ -1,7 +1,9 @@
 """OTCache Apply on the 2026 families: FLUX.2, HunyuanVideo 1.5, Qwen-Image edit, Wan 2.2 5B, the Wan subclasses
 (I2V, FLF2V, VACE, S2V, Animate), LTX-2 (video only and video + audio), HiDream, Kandinsky 5 and Z-Image.
 
-Which path each class takes (block caching or the announced whole-model fallback, with the reason), exact at
+Which path each class takes (block caching, through block replacements or, for HiDream and Z-Image, whose
+forwards iterate their block lists themselves, a stand-in for each list; or the announced whole-model
+fallback, with the reason), exact at
 full budget, the block stack (or, for the fallback, the model) running K times with batched and split CFG at
 batch 1 and 3, and the default with nothing connected. Tiny models of ComfyUI's own classes
 (``tiny_models_2026``); a family this host's ComfyUI lacks skips with the reason.
@@ -36,7 +38,7 @@ EXPECTED = {
     "flux2": "flux", "hunyuan_video15": "hunyuan_video", "qwen_image_edit": "qwen_image",
     "qwen_image_edit_2511": "qwen_image", "wan22_5b": "wan", "wan21_i2v": "wan", "wan21_flf2v": "wan",
     "wan21_vace": "wan_vace", "wan22_s2v": "wan_s2v", "wan22_animate": "wan_animate", "ltx2": "ltx2",
-    "ltx2_av": "ltx2", "hidream": "generic", "kandinsky5": "kandinsky5", "z_image": "generic", "lumina2": "generic",
+    "ltx2_av": "ltx2", "hidream": "hidream", "kandinsky5": "kandinsky5", "z_image": "nextdit", "lumina2": "nextdit",
 }
 
 
@@ -66,13 +68,14 @@ def test_each_class_takes_its_path_and_says_so(family, caplog):
     dm = b.diffusion_model
     spec = detect_family(dm)
     assert spec.name == EXPECTED[family]
-    assert spec.block_caching == b.has_dit_replace
+    assert spec.block_caching == b.block_cached and spec.list_hook == (b.block_cached and not b.has_dit_replace)
     with caplog.at_level(logging.INFO, logger="otcache"):
         m = patched(b.patcher, SCHED)
     dit = m.model_options["transformer_options"].get("patches_replace", {}).get("dit", {})
     if spec.block_caching:
         assert f"{spec.name} ({type(dm).__name__}, {len(spec.blocks)} blocks, block-residual cache)" in messages(caplog)
-        assert len(dit) == len(spec.blocks) == len(tm.stack_blocks(dm))
+        assert len(spec.blocks) == len(tm.stack_blocks(dm))
+        assert len(dit) == (len(spec.blocks) if b.has_dit_replace else 0)   # list-hooked: object patches instead
     else:
         assert FALLBACK_REASONS[(type(dm).__module__, type(dm).__name__)] in messages(caplog)
         assert "whole-model output reuse" in messages(caplog) and not dit
@@ -92,7 +95,7 @@ def test_full_budget_reproduces_the_unpatched_output(family, batched_cfg):
 def test_block_stack_runs_k_times_batched_cfg(family, batch, batched_cfg):
     b = bundle(family)
     out, probe = probed(patched(b.patcher, SCHED), b, batch=batch)
-    assert probe.n_calls == (N if b.has_dit_replace else K)   # whole-model reuse never reaches the model
+    assert probe.n_calls == (N if b.block_cached else K)   # whole-model reuse never reaches the model
     assert all(c.batch == 2 * batch for c in probe.calls)
     assert probe.block_runs == K
     assert torch.isfinite(out).all() and not torch.equal(out, sample(b.patcher, b, batch=batch))
@@ -142,13 +145,14 @@ def test_what_the_forward_adds_between_blocks_is_not_added_twice(family, batched
 @pytest.mark.parametrize("family", ALL)
 def test_nothing_connected_runs_the_documented_default(family, batched_cfg, caplog):
     """No shipped preset matches these tiny models (block counts): with nothing connected Apply runs the
-    documented default, a uniform schedule at the chosen speed-up (2x here)."""
+    documented default, a uniform schedule at the chosen speed-up (2x here) with the default operator, which
+    extrapolates the whole output (omnicache gamma 0.5, output space): a reused step reaches no model."""
     b = bundle(family)
     with caplog.at_level(logging.INFO, logger="otcache"):
         model = OTCacheApply.execute(model=b.patcher, speedup=2.0).result[0]
     assert "uniform schedule" in messages(caplog)
     _, probe = probed(model, b, 10)
-    assert probe.block_runs == 5 and probe.n_calls == (10 if b.has_dit_replace else 5)
+    assert probe.block_runs == 5 and probe.n_calls == 5
 
 
 def test_a_run_that_caches_nothing_says_so(batched_cfg, caplog):

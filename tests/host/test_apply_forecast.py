@@ -24,12 +24,12 @@ def apply(model, **kw):
     return OTCacheApply.execute(model=model, **kw).result[0]
 
 
-@pytest.mark.parametrize("family", ["flux", "wan21", "lumina2"])   # lumina2: whole-output reuse
+@pytest.mark.parametrize("family", ["flux", "wan21", "lumina2"])   # lumina2: a stand-in for its block list
 def test_taylor_runs_the_block_stack_k_times_and_forecasts(family, batched_cfg, caplog):
     b = bundle(family)
     ref = run(b.patcher, b, N)
     model = apply(b.patcher, reference=SCHED, reuse="taylor")
-    space = "residual" if b.has_dit_replace else "output"
+    space = "residual" if b.block_cached else "output"
     assert P.patched_config(model).reuse.describe() == f"taylor(order=2, {space})"
     with caplog.at_level(logging.INFO, logger="otcache"):
         out, probe = probed_run(model, b, N)

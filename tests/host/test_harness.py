@@ -155,4 +155,4 @@ def test_block_stacks_and_replace_support(comfy_version: str) -> None:
         size = tm.SIZES["tiny"]
         assert len(blocks) == (2 * size.dual_depth if len(b.block_lists) == 2 else size.depth)
         assert b.last_block() is blocks[-1][2]
-        assert b.has_dit_replace == (family != "lumina2")
+        assert b.has_dit_replace == (family != "lumina2") and b.block_cached   # lumina2: through its list

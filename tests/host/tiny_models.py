@@ -23,13 +23,10 @@ Differences between the hosts (v0.3.64 and v0.33.0) and how this module copes, b
   4.0), so ``ffn_dim_multiplier`` is never passed and both hosts build the same 4*dim feed-forward.
 - QK-norm weights are called ``*_norm.scale`` in v0.3.64 and ``*_norm.weight`` in v0.33 (Flux, Chroma,
   HunyuanVideo): the seed name maps ``.scale`` to ``.weight`` so both get the same numbers.
-- ``fix_empty_latent_channels`` takes optional downscale-ratio arguments in v0.33; only the common two
-  positional arguments are used.
-Block structure differences that matter to the cache runtime (HunyuanVideo's joint stream is img-first in
-v0.3.64 and txt-first in v0.33; block metadata in ``transformer_options`` only in v0.33) are described in
-the harness report, not handled here.
-The 2026 families (FLUX.2, LTX-2, the Wan subclasses, ...) are records in ``tiny_models_2026``; where this
-host's ComfyUI lacks one, building it raises ``tiny_models_2026.Unavailable`` (its tests skip with the reason).
+- ``fix_empty_latent_channels`` takes optional downscale-ratio arguments in v0.33; only the common two are used.
+Block structure differences that matter to the cache runtime (HunyuanVideo's joint stream order, block metadata
+in ``transformer_options`` only in v0.33) are in the harness report. The 2026 families (FLUX.2, LTX-2, the Wan
+subclasses, ...) are records in ``tiny_models_2026``; one this ComfyUI lacks raises ``Unavailable`` there.
 """
 
 from __future__ import annotations
@@ -53,17 +50,16 @@ import comfy.model_management  # noqa: E402
 import comfy.model_patcher  # noqa: E402
 import comfy.sample  # noqa: E402
 
-# Families with block replacement (patches_replace["dit"]) and the generic-fallback one (no replacement).
 DIT_FAMILIES = ("flux", "flux_schnell", "chroma", "qwen_image", "hunyuan_video", "wan21", "wan22_5b", "ltxv")
-FALLBACK_FAMILIES = ("lumina2",)
-FAMILIES = DIT_FAMILIES + FALLBACK_FAMILIES
+LIST_FAMILIES = ("lumina2",)   # NextDiT: no block hook (DIT_FAMILIES have one), reached through its list
+FAMILIES = DIT_FAMILIES + LIST_FAMILIES
 # Older architectures, also on the whole-model fallback: SD3's MMDiT (its forward runs no DIFFUSION_MODEL
 # wrapper, so the cache sits at APPLY_MODEL) and an SD1.5-type UNet (eps prediction). Kept out of FAMILIES:
 # the generic probe counts calls at DIFFUSION_MODEL, which SD3 never reaches; test_apply_fallback covers them.
 UNET_ERA_FAMILIES = ("sd3", "sd15")
 # The 2026 families (tiny_models_2026), kept apart: some exist on one host only, LTX-2's latent can be nested.
 BLOCK_FAMILIES_2026 = tuple(name for name, f in t26.FAMILIES.items() if f.block_path)
-FALLBACK_FAMILIES_2026 = tuple(name for name, f in t26.FAMILIES.items() if not f.block_path)
+FALLBACK_FAMILIES_2026 = tuple(name for name, f in t26.FAMILIES.items() if not f.block_path)   # none today
 
 # The ComfyUI model config each family must resolve to (guards against a match on a look-alike config).
 CONFIG_NAMES = {
@@ -126,14 +122,16 @@ class FamilyBundle:
 
     @property
     def has_dit_replace(self) -> bool:
-        """Whether the family's blocks can be replaced through ``patches_replace["dit"]`` (else: generic fallback)."""
-        return self.family in DIT_FAMILIES or self.family in BLOCK_FAMILIES_2026
+        """Whether the family's blocks are reached through ``patches_replace["dit"]``."""
+        return self.block_cached and self.family not in LIST_FAMILIES + t26.LIST_HOOKED
+
+    @property
+    def block_cached(self) -> bool:
+        """Whether OTCache caches its blocks (block replacements or stand-ins for its lists), else the fallback."""
+        return self.family in DIT_FAMILIES + LIST_FAMILIES + BLOCK_FAMILIES_2026
 
     def empty_latent(self, batch: int = 1, hw: int | None = None, frames: int | None = None) -> torch.Tensor:
-        """An empty latent of ``batch`` items, fixed up the way ``common_ksampler`` does.
-
-        ``hw`` / ``frames`` override the size's latent height=width and frame count (benchmarks).
-        """
+        """An empty latent of ``batch`` items (``hw`` / ``frames``: another size), fixed up as common_ksampler does."""
         shape = self.latent_shape if hw is None and frames is None else latent_shape(
             self.family, self.size, hw=hw, frames=frames)
         raw = torch.zeros((batch,) + tuple(shape[1:]))
@@ -145,15 +143,17 @@ class FamilyBundle:
 
 
 def stack_blocks(dm: torch.nn.Module) -> list[tuple[str, int, torch.nn.Module]]:
-    """(list name, index, module) of every block the forward runs, in order (Chroma skips removed)."""
+    """(list name, index, module) of every block the forward runs, in order (Chroma skips removed); read by index:
+    iterating OTCache's stand-in for a block list yields other items inside a cached call."""
     for names in _STACKS:
         if isinstance(getattr(dm, names[0], None), torch.nn.ModuleList):
             out = []
             for name in names:
                 skip = _skipped(dm, name)
-                for i, block in enumerate(getattr(dm, name, [])):
+                blocks = getattr(dm, name, [])
+                for i in range(len(blocks)):
                     if i not in skip:
-                        out.append((name, i, block))
+                        out.append((name, i, blocks[i]))
             return out
     raise ValueError(f"no known block stack on {type(dm).__name__}")
 

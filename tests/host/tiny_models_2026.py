@@ -41,6 +41,7 @@ class TinyFamily:
     extras: Callable[[Any, int], dict] = lambda s, seed: {}
     latent: Callable[[Any, int], tuple] = lambda s, t: (1, 16, t, s.latent_hw, s.latent_hw)
     block_path: bool = True                            # whether OTCache block-caches it (else the fallback)
+    list_hook: bool = False                            # its blocks are reached through its block lists (no hook)
     needs: Callable[[], str | None] = lambda: None     # why this host cannot build it (beyond the config match)
     audio: Callable[[Any], tuple] | None = None        # batch-1 audio latent of a video + audio latent
 
@@ -191,12 +192,15 @@ FAMILIES: dict[str, TinyFamily] = {
     "ltx2_av": TinyFamily("LTXAV", _ltx2, lambda s: 2 * s.hidden, lambda s, seed: {"frame_rate": 25},
                           lambda s, t: (1, 128, t, s.latent_hw // 2, s.latent_hw // 2),
                           audio=lambda s: (1, 8, 4 * s.frames + 1, 16)),
-    "hidream": TinyFamily("HiDream", _hidream, lambda s: s.hidden, _hidream_extras, _IMAGE, block_path=False),
+    "hidream": TinyFamily("HiDream", _hidream, lambda s: s.hidden, _hidream_extras, _IMAGE, list_hook=True),
     "kandinsky5": TinyFamily("Kandinsky5", _kandinsky5, lambda s: 3584,
                              lambda s, seed: {"pooled_output": _randn((1, 768), seed + 7919)}),
-    "z_image": TinyFamily("Lumina2", _z_image, lambda s: 2560, lambda s, seed: {}, _IMAGE, block_path=False,
+    "z_image": TinyFamily("Lumina2", _z_image, lambda s: 2560, lambda s, seed: {}, _IMAGE, list_hook=True,
                           needs=_has_parameter("comfy.ldm.lumina.model", "NextDiT", "z_image_modulation")),
 }
+
+
+LIST_HOOKED = tuple(name for name, f in FAMILIES.items() if f.list_hook)
 
 
 def require(family: str, version: str) -> None:
