@@ -20,7 +20,7 @@ from .runtime.operators import AUTO, DEFAULT
 log = logging.getLogger("otcache")
 
 TRIALS = 30
-VALIDATE_SCOPES = ("every budget", "the two ends")
+VALIDATE_SCOPES = ("the two ends", "every budget")   # the first is the default
 
 class AnchorSearch(io.ComfyNode):
     @classmethod
@@ -49,7 +49,7 @@ class AnchorSearch(io.ComfyNode):
                                             calibration=calibration, reuse=reuse, gamma=float(gamma),
                                             max_gap=max_gap, own_seeds=bool((search_seeds or "").strip()),
                                             validate=bool(validate),
-                                            every_budget=validate_budgets != VALIDATE_SCOPES[1])
+                                            every_budget=validate_budgets == "every budget")
         except OTCacheError as e:
             raise ValueError(f"OTCache Anchor Search: {e}") from None
         note = (f"anchor K={anchor.budget} of N={anchor.num_steps}: best {summary['metric']} "
@@ -110,10 +110,10 @@ def _search_inputs() -> list:
                                  "connected); Apply then runs whichever was better at each budget. "
                                  "Off: nothing is checked."),
         io.Combo.Input("validate_budgets", options=list(VALIDATE_SCOPES), default=VALIDATE_SCOPES[0],
-                       tooltip="every budget: at each budget between the anchor and the reference, the "
-                               "OT interpolation against the graph search's schedule (the best kept), "
-                               "and the free default there and at both ends: about 3 x the sum of "
-                               "those budgets model calls per pair. the two ends: the free default "
-                               "against the reference and the anchor only (about 2 x K_ref + K_anc "
-                               "calls per pair); in between Apply follows the nearer end."),
+                       tooltip="the two ends (default): the free default against the reference and the "
+                               "anchor (about 2 x K_ref + K_anc model calls per pair); in between Apply "
+                               "follows the nearer end. every budget: also, at each budget between them, "
+                               "the OT interpolation against the graph search's schedule (the best kept) "
+                               "and the free default (about 3 x the sum of those budgets per pair): the "
+                               "thorough setting; the README's cost table says what each buys."),
     ]
