@@ -8,7 +8,8 @@ released model (and that model's block count, so a preset is used only on the mo
 whether a skipped step can trim the family's modulation network. A family whose forward iterates its block
 lists itself, with no block-replacement hook (NextDiT, HiDream), says per list what a block hands back
 (``returns``): OTCache then reaches its blocks through a stand-in for each list (``stack_list``), and the
-joint order says where the image tokens sit in the last list's stream. Adding a family is one
+joint order says where the image tokens sit in the last list's stream. Block lists beside the stack whose work
+a reused step never reads are named too (``side_input``, ``side_added``: ``side_lists``). Adding a family is one
 :class:`Family` entry in ``REGISTRY`` (and its host test).
 
 A model is matched on its *exact* class, read from the object, never from a ComfyUI version string, so a
@@ -51,6 +52,11 @@ class Family:
     # A forward that iterates its block lists itself (no block hook): per list, in ``lists`` order, the names of
     # the block arguments a block hands back, in its return order, the stream first (one name: a bare tensor).
     returns: tuple[tuple[str, ...], ...] = ()
+    # Block lists beside the stack that a reused step need not run (``side_lists``): run before the stack and read
+    # only by its blocks (Kandinsky 5's text blocks) ...
+    side_input: tuple[str, ...] = ()
+    # ... or adding their output after the stack blocks an attribute maps ({block index: list index}: VACE hints)
+    side_added: tuple[tuple[str, str], ...] = ()
 
 
 WAN_BLOCKS = (("blocks", "double_block"),)
@@ -65,14 +71,15 @@ REGISTRY: tuple[Family, ...] = (
     Family("wan", "comfy.ldm.wan.model", "WanModel", WAN_BLOCKS, preset=("wan2.1-t2v-1.3b", 30)),
     # VACE adds its hint blocks' output after mapped blocks, S2V its audio injection, Animate its face
     # features: all between blocks, so a reused step rebuilds the stack's output from its input.
-    Family("wan_vace", "comfy.ldm.wan.model", "VaceWanModel", WAN_BLOCKS, between_blocks=True),
+    Family("wan_vace", "comfy.ldm.wan.model", "VaceWanModel", WAN_BLOCKS, between_blocks=True,
+           side_added=(("vace_blocks", "vace_layers_mapping"),)),
     Family("wan_s2v", "comfy.ldm.wan.model", "WanModel_S2V", WAN_BLOCKS, between_blocks=True),
     Family("wan_animate", "comfy.ldm.wan.model_animate", "AnimateWanModel", WAN_BLOCKS, between_blocks=True),
     Family("ltxv", "comfy.ldm.lightricks.model", "LTXVModel", (("transformer_blocks", "double_block"),)),
     Family("ltx2", "comfy.ldm.lightricks.av_model", "LTXAVModel", (("transformer_blocks", "double_block"),),
            streams=True),
     Family("kandinsky5", "comfy.ldm.kandinsky5.model", "Kandinsky5", (("visual_transformer_blocks", "double_block"),),
-           stream_key="x", block_args=("x", "context", "time_embed", "freqs")),
+           stream_key="x", block_args=("x", "context", "time_embed", "freqs"), side_input=("text_transformer_blocks",)),
     # Lumina 2 and Z-Image: the layers run on the joint [caption | image] stream, cached whole (the same layout
     # at the stack's start and end); the caption and noise refiners are separate lists and keep running.
     Family("nextdit", "comfy.ldm.lumina.model", "NextDiT", (("layers", "double_block"),), returns=(("x",),)),
@@ -108,6 +115,8 @@ class FamilySpec:
     block_args: tuple[str, ...] = ()
     lists: tuple[tuple[str, str], ...] = ()   # (ModuleList attribute, replacement key) of the family
     returns: tuple[tuple[str, ...], ...] = ()  # per list: what a block hands back (list-hooked families only)
+    side_input: tuple[str, ...] = ()           # lists beside the stack a reused step need not run (Family)
+    side_added: tuple[tuple[str, str], ...] = ()
 
     @property
     def block_caching(self) -> bool:
@@ -158,7 +167,8 @@ def detect_family(diffusion_model: torch.nn.Module) -> FamilySpec:
     return FamilySpec(family.name, cls.__name__, tuple(blocks), family.joint_order if last_single else IMG_ONLY,
                       last_single, tuple(skipped), preset=family.preset, trim_modulation=family.trim_modulation,
                       streams=family.streams, between_blocks=family.between_blocks, stream_key=family.stream_key,
-                      block_args=family.block_args, lists=family.lists, returns=family.returns)
+                      block_args=family.block_args, lists=family.lists, returns=family.returns,
+                      side_input=family.side_input, side_added=family.side_added)
 
 
 def _why_generic(cls: type) -> str:

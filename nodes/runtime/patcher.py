@@ -9,10 +9,11 @@ trims the modulation network on reused steps (``modulation_trim``; ComfyUI eject
 detached). A family whose forward iterates its block lists itself (NextDiT, HiDream) gets no block
 replacements but an object patch per block list (``stack_list``: the same blocks, iterated as the step's
 decision says), which ComfyUI sets on the model only while the clone is loaded and takes off, back to its
-own backup of the list, whenever the model unpatches or another clone loads. No model forward is copied, and
-nothing of ours is assigned on the shared diffusion model outside ComfyUI's own patch / unpatch: the one
-forward the pack ever replaces (Chroma's modulation network, by that injection) is put back whenever
-ComfyUI detaches the clone. The only thing in ``model_options`` is the immutable ``config.OTCacheConfig``.
+own backup of the list, whenever the model unpatches or another clone loads; block lists beside the stack
+whose work a reused step never reads (Kandinsky 5's text blocks, VACE's hints) get such a stand-in too
+(``side_lists``). No model forward is copied, and nothing of ours is assigned on the shared diffusion
+model outside ComfyUI's own patch / unpatch: the one forward the pack ever replaces (Chroma's modulation
+network, by that injection) is put back whenever ComfyUI detaches the clone. The only thing in ``model_options`` is the immutable ``config.OTCacheConfig``.
 
 ``install`` asks the budget resolver once (``resolver.resolve``: the schedule, or the recipe for one per
 run, and the reuse operator) and returns the clone, the config it made and that resolution, so a node keeps
@@ -35,6 +36,7 @@ from .families import FamilySpec, detect_family
 from .modulation_trim import add_trim, remove_trim
 from .resolver import BudgetRequest, Resolution, resolve
 from .run import apply_model_wrapper, calc_cond_batch_wrapper, diffusion_model_wrapper, outer_sample_wrapper
+from .side_lists import add_side_lists
 from .stack_list import add_stack_lists, remove_stack_lists, usable
 
 log = logging.getLogger("otcache")
@@ -81,6 +83,8 @@ def install(model: Any, schedule_source: Schedule | BudgetRequest | None = None,
         _add_block_patches(m, cfg, spec, blocks)
     if blocks and spec.trim_modulation:
         add_trim(m)
+    if blocks and (spec.side_input or spec.side_added):
+        add_side_lists(m, cfg.token, spec)
     _announce(cfg, res.schedule)
     return m, cfg, res
 

@@ -36,24 +36,34 @@ from .families import IMG_ONLY, TXT_FIRST, FamilySpec
 _HOOK = "_otcache_stack"
 
 
-class _Hook:
-    """What a stand-in knows: whose it is, its place in the stack, how its blocks are called."""
+class Hook:
+    """What a stand-in knows: whose it is and the list it stands for."""
 
-    __slots__ = ("token", "entry", "exit", "returns", "positions", "order", "inner", "patched")
+    __slots__ = ("token", "inner", "patched")
 
-    def __init__(self, token: object, entry: bool, exit_: bool, returns: tuple[str, ...],
-                 positions: tuple[int, ...], order: str, inner: torch.nn.ModuleList, patched: bool) -> None:
-        self.token, self.entry, self.exit = token, entry, exit_
-        self.returns, self.positions, self.order = returns, positions, order
+    def __init__(self, token: object, inner: torch.nn.ModuleList, patched: bool) -> None:
+        self.token = token
         self.inner = inner          # the list it stands for
         self.patched = patched      # ``inner`` was the clone's own object patch (given back on removal)
 
 
-class StackList(torch.nn.ModuleList):
-    """A block list's stand-in on a patched clone: the same blocks, iterated as the step's decision says."""
+class _StackHook(Hook):
+    """A block list's place in the stack and how its blocks are called."""
+
+    __slots__ = ("entry", "exit", "returns", "positions", "order")
+
+    def __init__(self, token: object, inner: torch.nn.ModuleList, patched: bool, entry: bool, exit_: bool,
+                 returns: tuple[str, ...], positions: tuple[int, ...], order: str) -> None:
+        super().__init__(token, inner, patched)
+        self.entry, self.exit = entry, exit_
+        self.returns, self.positions, self.order = returns, positions, order
+
+
+class StandIn(torch.nn.ModuleList):
+    """A list's stand-in on a patched clone: the same blocks under the same names, iterated as a list."""
 
     @classmethod
-    def standing_for(cls, inner: torch.nn.ModuleList, hook: _Hook) -> "StackList":
+    def standing_for(cls, inner: torch.nn.ModuleList, hook: Hook) -> "StandIn":
         s = cls()
         for name, block in inner._modules.items():
             s._modules[name] = block          # the same modules under the same names: same keys everywhere
@@ -61,15 +71,24 @@ class StackList(torch.nn.ModuleList):
         s.__dict__[_HOOK] = hook               # kept out of _modules: not a child module, no state-dict key
         return s
 
-    def __iter__(self) -> Iterator[Any]:
+    def own_call(self) -> tuple[Any, CallState | None]:
+        """This stand-in's hook, and the cached call of its own install running now (else None)."""
         hook = self.__dict__.get(_HOOK)
         call = current_call.get()
-        if hook is None or call is None or call.run.token is not hook.token or not (hook.entry or call.reached):
+        return hook, (call if hook is not None and call is not None and call.run.token is hook.token else None)
+
+
+class StackList(StandIn):
+    """A block list of the stack: its iteration takes the step's decision (module docstring)."""
+
+    def __iter__(self) -> Iterator[Any]:
+        hook, call = self.own_call()
+        if call is None or not (hook.entry or call.reached):
             return iter(self._modules.values())
         return _items(hook, call, list(self._modules.values()))
 
 
-def _items(hook: _Hook, call: CallState, blocks: list) -> Iterator[Callable[..., Any]]:
+def _items(hook: _StackHook, call: CallState, blocks: list) -> Iterator[Callable[..., Any]]:
     """What the forward's loop over this list gets inside a cached call."""
     first = 0
     if hook.entry:
@@ -85,7 +104,7 @@ def _items(hook: _Hook, call: CallState, blocks: list) -> Iterator[Callable[...,
         yield _storing(call, blocks[i]) if hook.exit and i == last else blocks[i]
 
 
-def _stand_in(hook: _Hook, call: CallState, block: Any = None, stores: bool = False) -> Callable[..., Any]:
+def _stand_in(hook: _StackHook, call: CallState, block: Any = None, stores: bool = False) -> Callable[..., Any]:
     """The first block (``block`` given: it decides), or a whole list on a reused step (hands back its input,
     plus the cached residual when it ends the stack)."""
     def stand_in(*args: Any, **kwargs: Any) -> Any:
@@ -109,7 +128,7 @@ def _storing(call: CallState, block: Any) -> Callable[..., Any]:
     return last_block
 
 
-def _arg(hook: _Hook, i: int, args: tuple, kwargs: dict) -> Any:
+def _arg(hook: _StackHook, i: int, args: tuple, kwargs: dict) -> Any:
     name = hook.returns[i]
     if name in kwargs:
         return kwargs[name]
@@ -117,7 +136,7 @@ def _arg(hook: _Hook, i: int, args: tuple, kwargs: dict) -> Any:
     return args[pos] if pos < len(args) else None
 
 
-def _hand_back(hook: _Hook, args: tuple, kwargs: dict, stream: Any) -> Any:
+def _hand_back(hook: _StackHook, args: tuple, kwargs: dict, stream: Any) -> Any:
     if len(hook.returns) == 1:
         return stream
     return (stream,) + tuple(_arg(hook, i, args, kwargs) for i in range(1, len(hook.returns)))
@@ -127,7 +146,7 @@ def _image_start(order: str, total: int, length: int) -> int:
     return total - length if order == TXT_FIRST else 0
 
 
-def _with_residual(hook: _Hook, call: CallState, x: torch.Tensor) -> torch.Tensor:
+def _with_residual(hook: _StackHook, call: CallState, x: torch.Tensor) -> torch.Tensor:
     """The stack's output on a reused step: the stream with the cached residual added to its image tokens
     (their values there are the stack's input: every list handed its input back)."""
     r = call.residual
@@ -168,11 +187,11 @@ def _lists(spec: FamilySpec) -> list[tuple[str, tuple[str, ...]]]:
     return [(attr, names) for (attr, kind), names in zip(spec.lists, spec.returns) if kind in used]
 
 
-def _underlying(m: Any, key: str) -> tuple[Any, bool]:
+def underlying(m: Any, key: str) -> tuple[Any, bool]:
     """The list the clone would run without OTCache, and whether it is the clone's own object patch."""
     obj = m.get_model_object(key)
     patched = key in m.object_patches
-    hook = obj.__dict__.get(_HOOK) if isinstance(obj, StackList) else None
+    hook = obj.__dict__.get(_HOOK) if isinstance(obj, StandIn) else None
     return (hook.inner, hook.patched) if hook is not None else (obj, patched)
 
 
@@ -187,7 +206,7 @@ def usable(spec: FamilySpec, m: Any) -> FamilySpec:
     if not spec.list_hook:
         return spec
     for attr, names in _lists(spec):
-        inner, _ = _underlying(m, f"diffusion_model.{attr}")
+        inner, _ = underlying(m, f"diffusion_model.{attr}")
         if type(inner) is not torch.nn.ModuleList:
             return FamilySpec("generic", spec.class_name, reason=f"another node replaced its block list {attr!r}")
         if _positions(inner[0], names) is None:
@@ -200,16 +219,17 @@ def add_stack_lists(m: Any, token: object, spec: FamilySpec) -> None:
     lists = _lists(spec)
     for j, (attr, names) in enumerate(lists):
         key = f"diffusion_model.{attr}"
-        inner, patched = _underlying(m, key)
-        hook = _Hook(token, j == 0, j == len(lists) - 1, names, _positions(inner[0], names), spec.joint_order,
-                     inner, patched)
+        inner, patched = underlying(m, key)
+        hook = _StackHook(token, inner, patched, j == 0, j == len(lists) - 1, names, _positions(inner[0], names),
+                          spec.joint_order)
         m.add_object_patch(key, StackList.standing_for(inner, hook))
 
 
 def remove_stack_lists(m: Any) -> None:
-    """Take every OTCache stand-in off clone ``m``, giving back the object patch it stood in for, if any."""
+    """Take every OTCache stand-in (``side_lists``' too) off clone ``m``, giving back the object patch it stood
+    in for, if any."""
     for key, obj in list(getattr(m, "object_patches", {}).items()):
-        hook = obj.__dict__.get(_HOOK) if isinstance(obj, StackList) else None
+        hook = obj.__dict__.get(_HOOK) if isinstance(obj, StandIn) else None
         if hook is None:
             continue
         if hook.patched:

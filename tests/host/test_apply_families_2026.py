@@ -37,8 +37,9 @@ ALL = tm.BLOCK_FAMILIES_2026 + tm.FALLBACK_FAMILIES_2026
 EXPECTED = {
     "flux2": "flux", "hunyuan_video15": "hunyuan_video", "qwen_image_edit": "qwen_image",
     "qwen_image_edit_2511": "qwen_image", "wan22_5b": "wan", "wan21_i2v": "wan", "wan21_flf2v": "wan",
-    "wan21_vace": "wan_vace", "wan22_s2v": "wan_s2v", "wan22_animate": "wan_animate", "ltx2": "ltx2",
-    "ltx2_av": "ltx2", "hidream": "hidream", "kandinsky5": "kandinsky5", "z_image": "nextdit", "lumina2": "nextdit",
+    "wan21_vace": "wan_vace", "wan21_vace_sparse": "wan_vace", "wan22_s2v": "wan_s2v", "wan22_animate": "wan_animate",
+    "ltx2": "ltx2", "ltx2_av": "ltx2", "hidream": "hidream", "kandinsky5": "kandinsky5", "z_image": "nextdit",
+    "lumina2": "nextdit",
 }
 
 

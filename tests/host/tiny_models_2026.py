@@ -9,8 +9,9 @@ its tests skip with it (``Unavailable``, raised by ``require``). Measured facts 
 
 - FLUX.2 (``Flux2`` config on ``Flux``) pads its text to 512 tokens and patchifies 128-channel latents 1x1.
 - Wan VACE maps one hint block to every main block (``vace_layers = depth``), so a hint lands after the last
-  block too; S2V injects audio after the first and the last block; Animate runs with pose latents only: its
-  face encoder takes 512 px frames (about 3 s per frame on one CPU thread) and its face adapter needs 5 blocks.
+  block too; ``wan21_vace_sparse`` maps one to every other block from the first, as the released models do.
+  S2V injects audio after the first and the last block; Animate runs with pose latents only: its face encoder
+  takes 512 px frames (about 3 s per frame on one CPU thread) and its face adapter needs 5 blocks.
 - LTX-2 (``LTXAV``): the text connectors are shrunk to one layer of the tiny width, and the conditioning is
   already in the connectors' output width (2 x caption channels), so they do not run while sampling. ComfyUI
   passes the latent as a list even for video only; ``ltx2_av`` samples a video + audio NestedTensor latent.
@@ -184,6 +185,9 @@ FAMILIES: dict[str, TinyFamily] = {
                               lambda s: 4096, _i2v(514)),
     "wan21_vace": TinyFamily("WAN21_Vace", _wan("vace", vace_layers=lambda s: s.depth, vace_in_dim=96),
                              lambda s: 4096, _vace),
+    # as the released VACE models: hints after every other block from the first, none after the last block
+    "wan21_vace_sparse": TinyFamily("WAN21_Vace", _wan("vace", vace_layers=lambda s: s.depth // 2, vace_in_dim=96),
+                                    lambda s: 4096, _vace),
     "wan22_s2v": TinyFamily("WAN22_S2V", _wan("s2v", audio_dim=32, num_audio_token=4, cond_dim=16,
                                               audio_inject_layers=lambda s: [0, s.depth - 1]), lambda s: 4096, _s2v),
     "wan22_animate": TinyFamily("WAN22_Animate", _wan("animate", in_dim=_WAN_I2V_IN), lambda s: 4096, _animate),
