@@ -13,7 +13,8 @@ own backup of the list, whenever the model unpatches or another clone loads; blo
 whose work a reused step never reads (Kandinsky 5's text blocks, VACE's hints) get such a stand-in too
 (``side_lists``). No model forward is copied, and nothing of ours is assigned on the shared diffusion
 model outside ComfyUI's own patch / unpatch: the one forward the pack ever replaces (Chroma's modulation
-network, by that injection) is put back whenever ComfyUI detaches the clone. The only thing in ``model_options`` is the immutable ``config.OTCacheConfig``.
+network, by that injection) is put back whenever ComfyUI detaches the clone. The only thing in
+``model_options`` is the immutable ``config.OTCacheConfig``.
 
 ``install`` asks the budget resolver once (``resolver.resolve``: the schedule, or the recipe for one per
 run, and the reuse operator) and returns the clone, the config it made and that resolution, so a node keeps
