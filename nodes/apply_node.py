@@ -18,7 +18,7 @@ from .preview import plot_payload, ui_output
 from .runtime.operators import AUTO, DEFAULT
 from .runtime.patcher import CACHE_DEVICES, REUSE_NAMES, PatchOptions, install
 from .runtime.provenance import check_model
-from .runtime.resolver import MODES, BudgetRequest, Resolution, quality_line
+from .runtime.resolver import MODES, BudgetRequest, Resolution, quality_line, transfer_note
 
 log = logging.getLogger("otcache")
 
@@ -120,6 +120,8 @@ def _payload(cfg, res: Resolution, request: BudgetRequest, warnings: list[str] |
     note = f"{cfg.family.describe()}; reuse {cfg.reuse.describe()} ({res.operator_origin}); {res.description}"
     if res.quality:
         note += f"; {quality_line(res.quality)}"
+    if transfer_note(target):
+        note += f"; {transfer_note(target)}"
     if request.per_run:
         note += f"; made for each run's step count (shown for {target.num_steps})"
     payload = plot_payload(target, request.reference, request.anchor, note=note,

@@ -54,7 +54,7 @@ class OTCacheConfig:
     whichever is there.
     """
 
-    __slots__ = ("token", "schedule", "recipe", "description", "family", "reuse", "cache_device",
+    __slots__ = ("token", "schedule", "recipe", "description", "family", "reuse", "free_reuse", "cache_device",
                  "label", "num_patches", "always_on", "base_dit")
 
     def __init__(self, planned: Schedule | BudgetRequest, description: str, family: FamilySpec,
@@ -64,6 +64,7 @@ class OTCacheConfig:
         self.recipe = planned if isinstance(planned, BudgetRequest) else None
         self.description = description
         self.family, self.reuse, self.cache_device = family, reuse, opts.cache_device
+        self.free_reuse: ReuseOperator | None = None   # the free default's, for runs that take it instead
         self.label, self.num_patches, self.always_on = opts.label, num_patches, opts.always_on
         self.base_dit: dict = {}   # block replacements already on the model (whole-model reuse keeps them)
 

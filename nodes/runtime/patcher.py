@@ -35,6 +35,7 @@ from .compile_blocks import check_compile
 from .config import CACHE_DEVICES, CONFIG_KEY, WRAPPER_KEY, OTCacheConfig, PatchOptions, patched_config
 from .families import FamilySpec, detect_family
 from .modulation_trim import add_trim, remove_trim
+from .operators import DEFAULT
 from .resolver import BudgetRequest, Resolution, resolve
 from .run import apply_model_wrapper, calc_cond_batch_wrapper, diffusion_model_wrapper, outer_sample_wrapper
 from .side_lists import add_side_lists
@@ -74,6 +75,8 @@ def install(model: Any, schedule_source: Schedule | BudgetRequest | None = None,
     cfg = OTCacheConfig(request if request.per_run else res.schedule, res.description, spec, reuse, opts,
                         0 if spec.list_hook else len(blocks))
     cfg.base_dit = dict(m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {}))
+    if not spec.whole_output_at_apply or reuse.space == "output":   # a run can take the free default instead
+        cfg.free_reuse = make_reuse(DEFAULT.reuse, DEFAULT.gamma, space=DEFAULT.space)
     to = dict(m.model_options.get("transformer_options", {}))
     to[CONFIG_KEY] = cfg
     m.model_options["transformer_options"] = to

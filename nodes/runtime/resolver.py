@@ -39,6 +39,7 @@ PREVIEW_STEPS = 20
 MODES = ("speedup", "compute steps")
 PRESET_STEPS = (40, 60)   # "near its own setting": the presets are made for 50 steps
 FREE_DEFAULT = "free default"   # the ladder's record of what connecting nothing measured
+TRANSFER = "transfer"           # provenance: the calibration's steps and the anchor's speed-up, for each run
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,30 @@ def resolve(request: BudgetRequest, family: FamilySpec | None = None, steps: int
     if request.reuse == AUTO and free_default_won(anc, ref.num_steps, k, entry):
         return replace(_free_default(family, ref, k), quality=measured)
     schedule = transport.placed_at(ref, anc, k, entry)
+    if request.reuse == AUTO:
+        schedule = schedule.with_provenance(**{TRANSFER: {"steps": ref.num_steps,
+                                                          "anchor_speedup": ref.num_steps / anc.budget}})
     return replace(_resolved(request, schedule, describe(schedule, k), budget=k, entry=entry), quality=measured)
+
+
+def free_default_for_run(schedule: Schedule, steps: int) -> bool:
+    """Whether a run of ``steps`` steps should run the free default instead of ``schedule``: one with fewer
+    steps than the calibration at a speed-up beyond the anchor's, the one place in the transfer benchmark
+    (docs/results/transfer) where calibrated schedules fell below the free default (-1.4 and -3.0 dB at
+    6x on 18 of 30 steps); nothing measured the schedule there."""
+    limit = schedule.provenance.get(TRANSFER)
+    if not isinstance(limit, Mapping):
+        return False
+    return steps < limit.get("steps", 0) and schedule.speedup > limit.get("anchor_speedup", float("inf")) + 1e-9
+
+
+def transfer_note(schedule: Schedule) -> str:
+    """What Apply's plot says about runs that will take the free default instead (empty when none will)."""
+    limit = schedule.provenance.get(TRANSFER)
+    if not isinstance(limit, Mapping) or schedule.speedup <= limit.get("anchor_speedup", float("inf")) + 1e-9:
+        return ""
+    return (f"runs of fewer than {limit['steps']} steps take the free default at this speed-up (beyond the "
+            f"anchor's {limit['anchor_speedup']:.1f}x, where calibrated schedules were measured below it)")
 
 
 def quality(anchor: Schedule, num_steps: int, k: int, entry: Mapping | None) -> dict | None:
@@ -191,14 +215,19 @@ def run_budget(schedule: Schedule, steps: int) -> int:
 
 
 def plan_run(planned: Schedule | BudgetRequest, family: FamilySpec | None, run_sigmas: Sequence[float],
-             grid: Callable[[Schedule], Sequence[float] | None]) -> tuple[Schedule, StepPlan]:
-    """The schedule a sampling run follows and its step plan: a fixed schedule as it is, a per-run request
-    resolved for the run's step count. ``grid(schedule)`` is the noise grid a schedule without sigmas is
-    assumed to live on (the model's own scheduler for its N)."""
+             grid: Callable[[Schedule], Sequence[float] | None],
+             may_switch: bool = True) -> tuple[Schedule, StepPlan, bool]:
+    """The schedule a sampling run follows, its step plan, and whether it is the free default taken instead
+    of a calibrated one (:func:`free_default_for_run`; only where the run ``may_switch`` operator). A fixed
+    schedule is used as it is, a per-run request resolved for the run's step count. ``grid(schedule)`` is
+    the noise grid a schedule without sigmas is assumed to live on (the model's own scheduler for its N)."""
     n = len(run_sigmas) - 1
+    free = isinstance(planned, Schedule) and may_switch and free_default_for_run(planned, n)
+    if free:
+        planned = BudgetRequest(mode="compute steps", budget=run_budget(planned, n))
     schedule = planned if isinstance(planned, Schedule) else resolve(planned, family, n).schedule
     reference = grid(schedule) if schedule.sigmas is None else None
-    return schedule, StepPlan.build(schedule, run_sigmas, reference, budget=run_budget(schedule, n))
+    return schedule, StepPlan.build(schedule, run_sigmas, reference, budget=run_budget(schedule, n)), free
 
 
 def describe(target: Schedule, budget: int) -> str:

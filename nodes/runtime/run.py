@@ -23,7 +23,7 @@ import torch
 from ...otcache_engine import Schedule
 from ...otcache_engine.runtime import CacheSession, StepPlan
 from . import streams
-from .block_patch import RUN_KEY, CallState, current_call, is_ours
+from .block_patch import RUN_KEY, CallState, current_call, is_ours, unwrap
 from .compile_blocks import compile_blocks_for_run
 from .config import CONFIG_KEY, OTCacheConfig
 from .families import IMG_FIRST, TXT_FIRST
@@ -40,7 +40,7 @@ class RunState:
     def __init__(self, cfg: OTCacheConfig, session: CacheSession) -> None:
         self.cfg, self.session = cfg, session
         self.token, self.num_patches = cfg.token, cfg.num_patches
-        self.output_space = cfg.reuse.space == "output"
+        self.output_space = session.reuse.space == "output"     # the run's operator (the free default's too)
         self.between = cfg.family.between_blocks
         self.key = cfg.family.stream_key     # where a block finds its stream ("img"; Kandinsky 5: "x")
         self.joint_order = cfg.family.joint_order
@@ -159,7 +159,9 @@ class RunState:
     def _foreign_dit(self, to: dict) -> bool:
         """Whole-model reuse: block replacements other than those present at Apply time (e.g. Skip Layer
         Guidance's extra evaluation) change what the model computes, so such a call must run uncached."""
-        dit = to.get("patches_replace", {}).get("dit", {})
+        dit = {k: unwrap(f) if is_ours(f, self.token) else f
+               for k, f in to.get("patches_replace", {}).get("dit", {}).items()}
+        dit = {k: f for k, f in dit.items() if f is not None}   # our own block patches pass through here
         base = self.cfg.base_dit
         if len(dit) != len(base):
             return True
@@ -296,8 +298,14 @@ apply_model_wrapper = _call_wrapper("apply_call")
 
 def _start_run(cfg: OTCacheConfig, guider: Any, model_options: Mapping[str, Any], sigmas: Any) -> RunState:
     run_sigmas = [float(v) for v in sigmas.detach().reshape(-1).float().cpu().tolist()]
-    _, plan = plan_run(cfg.planned, cfg.family, run_sigmas, lambda s: _reference_grid(guider, s))
-    session = CacheSession(plan, cfg.reuse, _cache_device(cfg.cache_device, guider), label=cfg.label,
+    _, plan, free = plan_run(cfg.planned, cfg.family, run_sigmas, lambda s: _reference_grid(guider, s),
+                             may_switch=cfg.free_reuse is not None)
+    reuse = cfg.free_reuse if free else cfg.reuse
+    if free:
+        log.info(f"{cfg.label}: this run has {plan.num_steps} steps, fewer than the calibration's "
+                 f"{cfg.schedule.num_steps}, at a speed-up beyond its anchor's: it runs the free default "
+                 f"({reuse.describe()}, uniform {plan.budget}/{plan.num_steps}), measured better there")
+    session = CacheSession(plan, reuse, _cache_device(cfg.cache_device, guider), label=cfg.label,
                            always_on=cfg.always_on)
     if model_options.get("context_handler") is not None:
         session.disable("context windows split each step into several calls")

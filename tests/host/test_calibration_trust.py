@@ -6,6 +6,7 @@ import logging
 import re
 
 import pytest
+import torch
 
 from comfy_host import require_comfy
 
@@ -171,3 +172,27 @@ def test_validating_the_two_ends_only_costs_less_and_apply_follows_the_nearer_en
                                                                 budget=4)).description
     assert "runs the free default" in resolve(BudgetRequest(reference, near_ref, mode="compute steps",
                                                             budget=5)).description
+
+
+def test_a_run_with_fewer_steps_beyond_the_anchors_speedup_takes_the_free_default(flux, searched, caplog):
+    """The transfer benchmark's one failing region: fewer steps than calibrated, a speed-up beyond the
+    anchor's. Such a run samples exactly what Apply with nothing connected samples at its K; others do not."""
+    from apply_helpers import run as sample_run
+
+    s, reference, calibration, anchor, summary = searched
+    assert anchor.budget == 3 and reference.num_steps == N                # the anchor's speed-up: 10/3
+    fast = OTCacheApply.execute(flux.patcher, reference=reference, anchor=anchor, speedup=5.0)
+    assert "take the free default at this speed-up" in fast.ui["otcache_schedule"][0]["note"]
+    free = OTCacheApply.execute(flux.patcher, budget_mode="compute steps", compute_steps=2).args[0]
+    caplog.set_level(logging.INFO, logger="otcache")
+    assert torch.equal(sample_run(fast.args[0], flux, 6), sample_run(free, flux, 6))    # 6 < 10 steps, 5x
+    assert any("it runs the free default" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    more = sample_run(fast.args[0], flux, 14)                               # more steps: the calibration
+    assert not any("it runs the free default" in r.getMessage() for r in caplog.records)
+    assert not torch.equal(more, sample_run(OTCacheApply.execute(flux.patcher, budget_mode="compute steps",
+                                                                  compute_steps=3).args[0], flux, 14))
+    within = OTCacheApply.execute(flux.patcher, reference=reference, anchor=anchor, speedup=2.0)
+    assert "take the free default" not in within.ui["otcache_schedule"][0]["note"]
+    sample_run(within.args[0], flux, 6)                                     # fewer steps, within the anchor's
+    assert not any("it runs the free default" in r.getMessage() for r in caplog.records)
