@@ -1,335 +1,121 @@
-"""Wall-clock speed-up of OTCache Apply on the real ComfyUI, per model family (prints a table).
+"""Wall-clock speed-up of OTCache inside a real ComfyUI: per-family tables on the CPU, or the real-size table
+of FLUX.1-dev and Wan 2.1 14B on a GPU.
 
-For each family a seeded model of the harness's "bench" size (hidden 512, 8 blocks: 4 double + 4 single for
-Flux, Chroma and HunyuanVideo; --latent, --depth and --dual-depth make the blocks dominate further; see
-tests/host/tiny_models.py) is sampled with ComfyUI's own sampler, unpatched and patched:
+Two modes, one entry point:
 
-- ``N/K = 2, 3, 4``: uniform schedules with K = N/2, N/3, N/4 computed steps; realised speed-up
-  T_unpatched / T_cached, and its ratio to N/K (1.0 = the skipped steps cost nothing);
-- overhead on computed steps: patched with K = N and the cache machinery forced on (every step computes and
-  stores its residual) against the unpatched model.
+- the per-family tables (no ``--device`` / ``--size``; ``benchmarks/runtime_families.py``): a seeded model
+  of every family at the harness's bench size, on the CPU, unpatched and at N/K = 2, 3, 4, with the cache's
+  overhead and TorchCompileModel (``--compile``);
+- the real-size table (``--device cuda|cpu``, ``--size real|bench|tiny``; ``benchmarks/real_size``):
+  FLUX.1-dev (19 double + 38 single blocks, hidden 3072, 4096 image + 512 text tokens) and Wan 2.1 14B (40
+  blocks, dim 5120, 32760 tokens of 480p x 81 frames + 512 text tokens), built from ComfyUI's own classes
+  directly on the device in bf16 with seeded weights, sampled unpatched and through OTCache's patcher at
+  N/K = 2, 3, 4, 5 for every reuse operator (output; omnicache gamma 1 and taylor order 1 on the residual,
+  also with the cache offloaded to the CPU; omnicache gamma 0.5 and 1 on the output): seconds per uncached
+  step, speed-ups, counted NFE ratios, peak VRAM with and without the cache. CFG is batched (cond + uncond
+  in one call of batch 2, as ComfyUI runs it with ample memory). ``--device cpu --size tiny`` runs the same
+  code in seconds; ``--dry-run`` prints each model's parameters and bf16 weight memory (meta device).
 
-All configurations of a family run interleaved, ``--repeats`` times, in a rotating order. Speed-ups use the
-*fastest* repeat of each configuration (as ``timeit`` does): on a shared machine other processes only ever
-add time, so the minimum is the least disturbed measurement; the median is printed alongside. The overhead
-(a percent-level effect) is the median over back-to-back pairs of runs, so both runs of a pair see the same
-load. ``reuse/step`` (a reused step's cost over a computed one, from per-evaluation times) explains the
-ratio: ratio ~ 1 / (1 + (N/K - 1) * reuse/step).
-
-``--compile`` adds a table: ComfyUI's TorchCompileModel (inductor) alone, and followed by OTCache Apply at
-N/K = 2, 3, 4 (the run then compiles the block modules), each against the eager unpatched model, with the
-first runs' wall times (compilation included).
+Why the entry point imports no ComfyUI: ComfyUI reads CPU-or-GPU once, at its first import, and each mode
+configures it differently; the mode is chosen first.
 
 Run:  .venv/bin/python benchmarks/bench_runtime.py [--families flux wan21] [--steps 12] [--repeats 5]
-      (COMFYUI_PATH=... to pick the ComfyUI checkout, as for the host tests)
+      .venv/bin/python benchmarks/bench_runtime.py --device cuda --size real [--models flux_dev] [--out FILE]
+      scripts/gpu_bench.sh  (both real-size models on a GPU, each under a time limit, into
+      docs/results/runtime/gpu_real_size.txt)
+      (COMFYUI_PATH=... picks the ComfyUI checkout, as for the host tests)
 """
 from __future__ import annotations
 
 import argparse
-import cProfile
-import dataclasses
-import pstats
-import logging
-import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "host"))
-sys.path.insert(0, str(ROOT / "tests"))
+for _path in (ROOT / "tests" / "host", ROOT / "tests"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
-import conftest  # noqa: E402,F401  (registers the pack as ``otcache_pack``)
-import comfy_host  # noqa: E402
+import conftest  # noqa: E402,F401  (registers the pack as ``otcache_pack``; puts the repository on the path)
 
-comfy_host.ensure_comfy_importable()
-
-import torch  # noqa: E402
-
-import sampling  # noqa: E402
-import tiny_models as tm  # noqa: E402
-from otcache_pack.nodes.runtime.patcher import PatchOptions, patch_model  # noqa: E402
-from otcache_pack.otcache_engine import Schedule  # noqa: E402
 from otcache_pack.otcache_engine.runtime.reuse import NAMES as REUSE_OPERATORS  # noqa: E402
 
-SPEEDUPS = (2, 3, 4)
+from benchmarks.real_size.specs import SIZE_NAMES, SPECS  # noqa: E402  (plain records, no ComfyUI)
+
+# benchmarks/real_size/measure.py's operator keys (that module imports ComfyUI, so it is not imported here)
+OPERATOR_KEYS = ("output", "omni1-res", "taylor1-res", "omni05-out", "omni1-out", "omni1-res-cpu", "taylor1-res-cpu")
 
 
-def uniform(n: int, k: int) -> Schedule:
-    step = (n - 1) / (k - 1)
-    return Schedule(n, tuple(int(round(i * step)) for i in range(k)))
+def _family_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("per-family tables (CPU, bench size)")
+    g.add_argument("--families", nargs="+", default=["flux", "chroma", "qwen_image", "hunyuan_video", "wan21",
+                                                     "ltxv", "lumina2"])
+    g.add_argument("--pairs", type=int, default=10, help="back-to-back run pairs for the overhead figure")
+    g.add_argument("--reuse", default="residual", choices=list(REUSE_OPERATORS))
+    g.add_argument("--compile", action="store_true",
+                   help="also measure TorchCompileModel (inductor) alone and with OTCache (a table of its own)")
+    g.add_argument("--hidden", type=int, default=0, help="model width (default: the harness's bench size, 512)")
+    g.add_argument("--depth", type=int, default=0,
+                   help="blocks of single-list families: Qwen-Image, Wan, LTXV, Lumina 2 (default: the bench size's 8)")
+    g.add_argument("--dual-depth", type=int, default=0,
+                   help="blocks per list of Flux, Chroma, HunyuanVideo (double + single; default: the bench size's 4)")
+    g.add_argument("--latent", type=int, default=0,
+                   help="latent height = width (default: the bench size's); image tokens grow with its square "
+                        "while the text embedders' cost stays, as in real use")
 
 
-class EvalClock:
-    """Wall time of every model evaluation (PREDICT_NOISE wrapper), to split a run into its step costs."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def attach(self, model):
-        import comfy.patcher_extension as pe
-
-        m = model.clone()
-
-        def wrapper(executor, *a, **k):
-            t0 = time.perf_counter()
-            out = executor(*a, **k)
-            self.times.append(time.perf_counter() - t0)
-            return out
-
-        m.add_wrapper_with_key(pe.WrappersMP.PREDICT_NOISE, "otcache_bench_clock", wrapper)
-        return m
-
-
-def timed(model, b, steps: int, cfg: float, clock: EvalClock) -> tuple[float, list[float]]:
-    clock.times.clear()
-    t0 = time.perf_counter()
-    sampling.run_sampler(model, b, steps, cfg)
-    return time.perf_counter() - t0, list(clock.times)
-
-
-def bench_size(hidden: int, depth: int, latent: int, dual_depth: int = 0) -> str:
-    """The harness's "bench" size, or a variant registered under its own name for this run only."""
-    base = tm.SIZES["bench"]
-    changes = {k: v for k, v in (("hidden", hidden), ("depth", depth), ("dual_depth", dual_depth),
-                                 ("latent_hw", latent)) if v}
-    if all(getattr(base, k) == v for k, v in changes.items()):
-        return "bench"
-    name = "bench-" + "-".join(f"{k}{v}" for k, v in changes.items())
-    tm.SIZES[name] = dataclasses.replace(base, **changes)
-    return name
-
-
-OWN_CODE = (str(ROOT / "nodes") + "/", str(ROOT / "otcache_engine") + "/")
-
-
-def own_code_share(model, b, steps: int, cfg: float) -> float:
-    """Share of a run spent in OTCache's own code, tensor ops it calls included (cProfile, one run).
-
-    Independent of machine load: what the hooks cost, which the wall-clock overhead cannot resolve
-    below a few percent on a shared machine. cProfile inflates Python calls, so this is an upper bound.
-    """
-    prof = cProfile.Profile()
-    with sampling.forced_batched_cfg():
-        t0 = time.perf_counter()
-        prof.enable()
-        sampling.run_sampler(model, b, steps, cfg)
-        prof.disable()
-        total = time.perf_counter() - t0
-    own = 0.0
-    for (fn, _line, _name), (_cc, _nc, tt, _ct, callers) in pstats.Stats(prof).stats.items():
-        if fn.startswith(OWN_CODE):
-            own += tt
-        elif fn == "~":  # a builtin (torch op): count the calls made from our code
-            own += sum(v[2] for (cfn, _l, _n), v in callers.items() if cfn.startswith(OWN_CODE))
-    return own / total
-
-
-def paired_overhead(plain, on, b, steps: int, cfg: float, clock: EvalClock, pairs: int,
-                    evals: dict[str, list[float]]) -> float:
-    """Median over back-to-back (unpatched, forced-on) run pairs of on/unpatched - 1, order alternating:
-    the two runs of a pair see the same machine load, so drifts cancel in the ratio. The pairs'
-    evaluation times are added to ``evals`` ("unpatched", "on")."""
-    if pairs <= 0:
-        return float("nan")
-    ratios = []
-    with sampling.forced_batched_cfg():
-        for i in range(pairs):
-            first, second = ("unpatched", "on") if i % 2 == 0 else ("on", "unpatched")
-            runs = {}
-            for name in (first, second):
-                runs[name], times = timed(plain if name == "unpatched" else on, b, steps, cfg, clock)
-                evals[name].extend(times)
-            ratios.append(runs["on"] / runs["unpatched"])
-    return statistics.median(ratios) - 1.0
-
-
-def interleaved(models: dict, b, steps: int, cfg: float, clock: EvalClock, repeats: int,
-                warmup: dict | None = None) -> list[dict]:
-    """``repeats`` rounds of every model, in a rotating order (batched CFG), after one warm-up run each
-    (kernels, allocator, model loading, compilation), whose wall times go into ``warmup``."""
-    names = list(models)
-    with sampling.forced_batched_cfg():
-        for name, m in models.items():
-            t = timed(m, b, steps, cfg, clock)[0]
-            if warmup is not None:
-                warmup[name] = t
-        rounds = []
-        for i in range(repeats):
-            order = names[i % len(names):] + names[:i % len(names)]   # rotate so no config is always first
-            rounds.append({name: timed(models[name], b, steps, cfg, clock) for name in order})
-    return rounds
-
-
-def bench_compile(family: str, steps: int, repeats: int, cfg: float, reuse: str, size: str = "bench") -> dict:
-    """ComfyUI's TorchCompileModel (inductor) alone and followed by OTCache Apply at N/K = 2, 3, 4, against
-    the eager unpatched model (best of the repeats). With OTCache the run compiles the block modules, not the
-    whole model; the first (warm-up) runs show the compile time of each."""
-    from comfy_extras.nodes_torch_compile import TorchCompileModel
-
-    b = tm.build(family, size)
-    clock = EvalClock()
-    compiled = TorchCompileModel.execute(model=b.patcher, backend="inductor").result[0]
-    models = {"eager": clock.attach(b.patcher), "compiled": clock.attach(compiled)}
-    for s in SPEEDUPS:
-        models[f"x{s}"] = clock.attach(patch_model(compiled, uniform(steps, steps // s), PatchOptions(reuse=reuse)))
-    warmup: dict[str, float] = {}
-    rounds = interleaved(models, b, steps, cfg, clock, repeats, warmup)
-    best = {name: min(r[name][0] for r in rounds) for name in models}
-    out = {"family": family, "t_step": best["eager"] / steps, "compiled": best["eager"] / best["compiled"],
-           "warm_whole": warmup["compiled"], "warm_blocks": warmup["x2"]}
-    for s in SPEEDUPS:
-        out[f"c{s}"] = best["eager"] / best[f"x{s}"]
-        out[f"v{s}"] = best["compiled"] / best[f"x{s}"] / s
-    return out
-
-
-def compile_table(families: list[str], steps: int, repeats: int, cfg: float, reuse: str, size: str) -> None:
-    """Print the TorchCompileModel table, a row per family as it is measured."""
-    head = (f"{'family':<15}{'eager s/step':>13}{'compiled':>10}" + "".join(f"{f'+x@{s}':>8}{'ratio':>7}" for s in SPEEDUPS)
-            + f"{'warm-up whole':>15}{'blocks':>8}")
-    print(head)
-    print("-" * len(head))
-    for family in families:
-        r = bench_compile(family, steps, repeats, cfg, reuse, size)
-        cells = "".join(f"{r[f'c{s}']:>8.2f}{r[f'v{s}']:>7.3f}" for s in SPEEDUPS)
-        print(f"{family:<15}{r['t_step']:>13.3f}{r['compiled']:>10.2f}{cells}{r['warm_whole']:>14.1f}s"
-              f"{r['warm_blocks']:>7.1f}s", flush=True)
-    print("compiled: TorchCompileModel (inductor) alone, speed-up over the eager unpatched model; +x@N/K:\n"
-          "TorchCompileModel then OTCache Apply at N/K (the run compiles the blocks), speed-up over the eager\n"
-          "unpatched model; ratio: that speed-up / (compiled speed-up * N/K); warm-up: the first run's wall time\n"
-          "(compilation included) of the whole compiled model and of the first cached run (its blocks)")
-
-
-def bench_family(family: str, steps: int, repeats: int, cfg: float, reuse: str, size: str = "bench",
-                 pairs: int = 10) -> dict:
-    b = tm.build(family, size)
-    clock = EvalClock()
-    schedules = {f"x{s}": uniform(steps, steps // s) for s in SPEEDUPS}
-    models = {"unpatched": clock.attach(b.patcher),
-              "on": clock.attach(patch_model(b.patcher, Schedule.full(steps),
-                                             PatchOptions(reuse=reuse, always_on=True)))}
-    for name, sched in schedules.items():
-        models[name] = clock.attach(patch_model(b.patcher, sched, PatchOptions(reuse=reuse)))
-    names = list(models)
-    rounds = interleaved(models, b, steps, cfg, clock, repeats)
-    best = {name: min(r[name][0] for r in rounds) for name in names}
-    med = {name: statistics.median(r[name][0] for r in rounds) for name in names}
-    out = {"family": family, "t_step": best["unpatched"] / steps,
-           "overhead": best["on"] / best["unpatched"] - 1.0,
-           "overhead_med": med["on"] / med["unpatched"] - 1.0}
-    # per-evaluation view: what one computed / reused step costs
-    evals = {name: [t for r in rounds for t in r[name][1]] for name in ("unpatched", "on")}
-    mask = schedules["x4"].mask
-    reused = [t for r in rounds for t, c in zip(r["x4"][1], mask) if not c]
-    out["overhead_pairs"] = paired_overhead(models["unpatched"], models["on"], b, steps, cfg, clock, pairs, evals)
-    # medians over every evaluation of every run: the fastest single evaluation swings by several
-    # percent from one run to the next, the median of a hundred or more by a few tenths
-    full = statistics.median(evals["unpatched"])
-    out["eval_overhead"] = statistics.median(evals["on"]) / full - 1.0
-    out["reuse_cost"] = statistics.median(reused) / full
-    out["own_on"] = own_code_share(models["on"], b, steps, cfg)
-    out["own_x4"] = own_code_share(models["x4"], b, steps, cfg)
-    for s in SPEEDUPS:
-        out[f"x{s}"] = best["unpatched"] / best[f"x{s}"]
-        out[f"r{s}"] = out[f"x{s}"] / s
-        out[f"m{s}"] = med["unpatched"] / med[f"x{s}"] / s
-    out.update(split_host_time(rounds))
-    return out
-
-
-def split_host_time(rounds: list[dict]) -> dict:
-    """What the model evaluations alone gain, apart from the host's fixed cost per run.
-
-    A run's time outside its model evaluations (sampler set-up, moving the model in, preparing
-    conditioning and latents) is the same whatever the schedule, so on short runs it caps the
-    wall-clock ratio; it is reported as seconds per run, and the ratio is recomputed from the
-    evaluation times alone (medians over the repeats).
-    """
-    def model_time(r: dict, name: str) -> float:
-        return sum(r[name][1])
-
-    out = {"setup": statistics.median(r["unpatched"][0] - model_time(r, "unpatched") for r in rounds)}
-    out["setup_share"] = out["setup"] / statistics.median(r["unpatched"][0] for r in rounds)
-    for s in SPEEDUPS:
-        out[f"e{s}"] = statistics.median(model_time(r, "unpatched") / model_time(r, f"x{s}") for r in rounds) / s
-    return out
+def _real_size_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("real-size table (chosen by --device or --size)")
+    g.add_argument("--device", choices=("cuda", "cpu"), default=None,
+                   help="where the models run (default cuda); without a CUDA device, cuda stops with exit code 2")
+    g.add_argument("--size", choices=SIZE_NAMES, default=None,
+                   help="real: the published models (default); bench: their ratios at width 512; tiny: width 64, "
+                        "seconds on a CPU")
+    g.add_argument("--models", nargs="+", choices=list(SPECS), default=list(SPECS))
+    g.add_argument("--speedups", nargs="+", type=int, default=[2, 3, 4, 5], help="the N/K values (default 2 3 4 5)")
+    g.add_argument("--operators", nargs="+", choices=OPERATOR_KEYS, default=list(OPERATOR_KEYS),
+                   help="the reuse operators (default all: output; omnicache gamma 1 and taylor order 1 on the "
+                        "residual, also with the cache offloaded to the CPU; omnicache gamma 0.5 and 1 on the output)")
+    g.add_argument("--seed", type=int, default=0, help="weight seed")
+    g.add_argument("--out", default=None, help="also write the table to this file (rewritten after every round)")
+    g.add_argument("--dry-run", action="store_true",
+                   help="only print each model's parameters and bf16 weight memory (a meta-device build, no GPU)")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--families", nargs="+", default=["flux", "chroma", "qwen_image", "hunyuan_video", "wan21",
-                                                     "ltxv", "lumina2"])
-    p.add_argument("--steps", type=int, default=12, help="N (a multiple of 12 keeps every N/K integral)")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--pairs", type=int, default=10, help="back-to-back run pairs for the overhead figure")
-    p.add_argument("--cfg", type=float, default=3.0)
-    p.add_argument("--reuse", default="residual", choices=list(REUSE_OPERATORS))
-    p.add_argument("--compile", action="store_true",
-                   help="also measure TorchCompileModel (inductor) alone and with OTCache (a table of its own)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: on a shared machine OpenMP threads waiting for each other "
-                        "make every op several times slower and the figures meaningless; 0 = torch's default)")
-    p.add_argument("--hidden", type=int, default=0, help="model width (default: the harness's bench size, 512)")
-    p.add_argument("--depth", type=int, default=0,
-                   help="blocks of single-list families: Qwen-Image, Wan, LTXV, Lumina 2 (default: the bench size's 8)")
-    p.add_argument("--dual-depth", type=int, default=0,
-                   help="blocks per list of Flux, Chroma, HunyuanVideo (double + single; default: the bench size's 4)")
-    p.add_argument("--latent", type=int, default=0,
-                   help="latent height = width (default: the bench size's); image tokens grow with its square "
-                        "while the text embedders' cost stays, as in real use")
+    p.add_argument("--steps", type=int, default=0, help="N (per-family default 12, real-size default 20)")
+    p.add_argument("--repeats", type=int, default=0,
+                   help="interleaved rounds, the best kept (per-family default 5, real-size default 3)")
+    p.add_argument("--cfg", type=float, default=3.0, help="CFG scale (> 1: cond and uncond batched)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default 1 on the CPU: on a shared machine OpenMP threads waiting for each "
+                        "other make every op several times slower and the figures meaningless; with --device cuda "
+                        "torch's default; 0 = torch's default)")
+    _family_options(p)
+    _real_size_options(p)
     return p
 
 
-def _speed_table(args: argparse.Namespace, size: str) -> list[dict]:
-    head = (f"{'family':<15}{'s/step':>8}" + "".join(f"{f'x@{s}':>7}{'ratio':>7}{'(med)':>7}" for s in SPEEDUPS)
-            + f"{'overhead':>10}{'(best)':>8}{'ovh/eval':>10}{'own code':>10}{'(x4)':>7}{'reuse/step':>11}")
-    print(head)
-    print("-" * len(head))
-    results = []
-    for family in args.families:
-        r = bench_family(family, args.steps, args.repeats, args.cfg, args.reuse, size, args.pairs)
-        results.append(r)
-        cells = "".join(f"{r[f'x{s}']:>7.2f}{r[f'r{s}']:>7.3f}{r[f'm{s}']:>7.3f}" for s in SPEEDUPS)
-        print(f"{family:<15}{r['t_step']:>8.3f}{cells}{100 * r['overhead_pairs']:>9.2f}%{100 * r['overhead']:>7.2f}%"
-              f"{100 * r['eval_overhead']:>9.2f}%{100 * r['own_on']:>9.2f}%{100 * r['own_x4']:>6.2f}%"
-              f"{100 * r['reuse_cost']:>10.1f}%", flush=True)
-    print("x@N/K: wall-clock speed-up over the unpatched model; ratio: speed-up / (N/K) (target >= 0.95);\n"
-          "overhead: K=N with caching forced on vs unpatched, median of back-to-back run pairs (target <= 1%);\n"
-          "(best): the same from the fastest runs; own code: share of the K=N forced-on run (and of the N/K=4 run)\n"
-          "spent in OTCache's code, profiled, load-independent upper bound; ovh/eval: the same from the\n"
-          "median evaluation (every step computed) of all repeats; reuse/step: a reused step's median cost\n"
-          "relative to a computed one (embedders, output head, sampler, our hooks), which bounds the ratio:\n"
-          "ratio ~ 1 / (1 + (N/K - 1) * reuse/step)")
-    return results
-
-
-def _setup_table(results: list[dict]) -> None:
-    head = f"{'family':<15}{'setup s/run':>12}{'(share)':>9}" + "".join(f"{f'model ratio@{s}':>16}" for s in SPEEDUPS)
-    print(head)
-    print("-" * len(head))
-    for r in results:
-        print(f"{r['family']:<15}{r['setup']:>12.3f}{100 * r['setup_share']:>8.1f}%"
-              + "".join(f"{r[f'e{s}']:>16.3f}" for s in SPEEDUPS))
-    print("setup: a run's time outside model evaluations (the same for every schedule; its share of an unpatched\n"
-          "run shrinks as N grows); model ratio: the speed-up of the model evaluations alone / (N/K), median")
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The arguments, with ``mode`` set: "real_size" when --device, --size or --dry-run is given (their
+    defaults then cuda and real), else "families"."""
+    args = _parser().parse_args(argv)
+    args.mode = "families" if args.device is None and args.size is None and not args.dry_run else "real_size"
+    if args.mode == "real_size":
+        args.device, args.size = args.device or "cuda", args.size or "real"
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.getLogger("otcache").setLevel(logging.WARNING)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    size = bench_size(args.hidden, args.depth, args.latent, args.dual_depth)
-    print(f"ComfyUI {comfy_host.ensure_comfy_importable()}, torch {torch.__version__}, {torch.get_num_threads()} "
-          f"threads; size {size} {tm.SIZES[size]}; N={args.steps}, cfg {args.cfg} (batched), reuse {args.reuse}, best (and median) of {args.repeats} interleaved repeats")
-    results = _speed_table(args, size)
-    print()
-    _setup_table(results)
-    if args.compile:
-        print()
-        compile_table(args.families, args.steps, args.repeats, args.cfg, args.reuse, size)
-    return 0
+    args = parse_args(argv)
+    if args.mode == "families":
+        from benchmarks import runtime_families
+
+        return runtime_families.run(args)
+    from benchmarks.real_size import cli
+
+    return cli.run(args)[0]
 
 
 if __name__ == "__main__":
