@@ -303,9 +303,16 @@ def _draw(name: str, shape: torch.Size, seed: int) -> torch.Tensor:
 
 @torch.no_grad()
 def seed_weights(module: torch.nn.Module, seed: int) -> None:
-    """Fill every parameter from a generator seeded by (seed, canonical name); buffers are left alone."""
+    """Fill every parameter from a generator seeded by (seed, canonical name), and every floating buffer a
+    checkpoint would bring: ComfyUI makes some with ``torch.empty`` (SD3's ``pos_embed``), and memory left
+    over from earlier tests made the tiny SD3 sample NaN now and then. Buffers computed at build time (not in
+    the state dict) are left alone."""
     for name, param in module.named_parameters():
         param.copy_(_draw(canonical_name(name), param.shape, seed).to(param.dtype))
+    persistent = set(module.state_dict())
+    for name, buf in module.named_buffers():
+        if name in persistent and buf.is_floating_point():
+            buf.copy_(_draw(canonical_name(name), buf.shape, seed).to(buf.dtype))
 
 
 # ------------------------------------------------------------------------------------------- conditioning
