@@ -270,6 +270,13 @@ def save(cell: Cell, out: Path) -> Path:
     return path
 
 
+def quiet_run(threads: int) -> None:
+    """Every benchmark here: its thread count, its own progress lines only (the pack's logging silenced)."""
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("otcache").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", nargs="+", default=sorted(setups.SETUPS), choices=sorted(setups.SETUPS))
@@ -279,9 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-direct", action="store_true", help="skip the direct-optimisation runs")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("otcache").setLevel(logging.ERROR)
+    quiet_run(args.threads)
     for name in args.families:
         for n in args.steps:
             t0 = time.perf_counter()

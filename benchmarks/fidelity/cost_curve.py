@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from . import bench, host, pipeline, setups  # noqa: F401  (host: ComfyUI importable on CPU)
 from .sampling import Pair
@@ -167,9 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("otcache").setLevel(logging.ERROR)
+    bench.quiet_run(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.families:
         for n in args.steps:

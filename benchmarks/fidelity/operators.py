@@ -17,7 +17,6 @@ import json
 import logging
 from pathlib import Path
 
-import torch
 
 from . import bench, host, setups  # noqa: F401  (host: ComfyUI importable on CPU)
 
@@ -79,9 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("otcache").setLevel(logging.ERROR)
+    bench.quiet_run(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     cells = [run_cell(family, cfg, n, args.pairs) for n in args.steps for family, cfg in CELLS]
     (args.out / "operators.json").write_text(json.dumps(cells, indent=1) + "\n", encoding="utf-8")

@@ -79,38 +79,31 @@ def calibrated(model: Any, setup: setups.Setup, n: int, trials: int) -> tuple[An
     return reference, anchor
 
 
-def proxy_row(model: Any, setup: setups.Setup, n: int, pairs: int, trials: int) -> dict:
-    """Calibrated at a quarter of the tokens (half the side), run at the full size."""
-    reference, anchor = calibrated(model, replace(setup, side=setup.side // 2), n, trials)
-    base = Setting(f"calibrated at {setup.side // 2} px (1/4 of the tokens)", n, setup.cfg, setup.sampler,
-                   setup.scheduler)
-    scorer = SettingScorer(model, setup, base, bench.held_out_pairs()[:pairs])
-    row = {"setting": base.__dict__, "calibrated": {}, "free default": {}, "uniform output skip": {}}
+def row_at(model: Any, setup: setups.Setup, at: Setting, pairs: int, reference: Any, anchor: Any) -> dict:
+    """One setting's row: the calibrated schedules, the free default and a uniform output skip at every
+    speed-up, scored against the uncached images at that setting."""
+    scorer = SettingScorer(model, setup, at, bench.held_out_pairs()[:pairs])
+    row = {"setting": at.__dict__, "calibrated": {}, "free default": {}, "uniform output skip": {}}
     for x in SPEEDUPS:
+        skip = bench.uniform(at.steps, max(2, round(at.steps / x)))
         row["calibrated"][x] = scorer.psnr(pipeline.apply(model, reference=reference, anchor=anchor, speedup=x))
         row["free default"][x] = scorer.psnr(pipeline.apply(model, speedup=x))
-        row["uniform output skip"][x] = scorer.psnr(pipeline.apply(model, reference=bench.uniform(n, round(n / x)),
-                                                                   reuse="output"))
+        row["uniform output skip"][x] = scorer.psnr(pipeline.apply(model, reference=skip, reuse="output"))
+    log.warning("[transfer] %s %s: calibrated - free default %s", setup.name, at.name,
+                {x: round(row["calibrated"][x] - row["free default"][x], 1) for x in SPEEDUPS})
     return row
 
 
 def run_cell(setup: setups.Setup, n: int, pairs: int, trials: int) -> dict:
     model = setups.load(setup)
     reference, anchor = calibrated(model, setup, n, trials)
-    cell = {"family": setup.name, "steps": n, "held_out_pairs": pairs, "trials": trials, "settings": []}
-    for at in settings(setup, n):
-        scorer = SettingScorer(model, setup, at, bench.held_out_pairs()[:pairs])
-        row = {"setting": at.__dict__, "calibrated": {}, "free default": {}, "uniform output skip": {}}
-        for x in SPEEDUPS:
-            k = max(2, round(at.steps / x))
-            row["calibrated"][x] = scorer.psnr(pipeline.apply(model, reference=reference, anchor=anchor, speedup=x))
-            row["free default"][x] = scorer.psnr(pipeline.apply(model, speedup=x))
-            row["uniform output skip"][x] = scorer.psnr(pipeline.apply(model, reference=bench.uniform(at.steps, k),
-                                                                       reuse="output"))
-        log.warning("[transfer] %s N=%d %s: calibrated - free default %s", setup.name, n, at.name,
-                    {x: round(row["calibrated"][x] - row["free default"][x], 1) for x in SPEEDUPS})
-        cell["settings"].append(row)
-    cell["settings"].append(proxy_row(model, setup, n, pairs, trials))
+    cell = {"family": setup.name, "steps": n, "held_out_pairs": pairs, "trials": trials,
+            "settings": [row_at(model, setup, at, pairs, reference, anchor) for at in settings(setup, n)]}
+    small = replace(setup, side=setup.side // 2)        # calibrated at a quarter of the tokens, run at full size
+    reference, anchor = calibrated(model, small, n, trials)
+    proxy = Setting(f"calibrated at {small.side} px (1/4 of the tokens)", n, setup.cfg, setup.sampler,
+                    setup.scheduler)
+    cell["settings"].append(row_at(model, setup, proxy, pairs, reference, anchor))
     return cell
 
 
@@ -144,9 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("otcache").setLevel(logging.ERROR)
+    bench.quiet_run(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.families:
         cell = run_cell(setups.SETUPS[name], args.steps, args.pairs, args.trials)
