@@ -75,3 +75,28 @@ def user_dir(comfy_version: str, tmp_path, monkeypatch):
 
     monkeypatch.setattr(folder_paths, "get_user_directory", lambda: str(tmp_path / "user"))
     return tmp_path / "user"
+
+
+@pytest.fixture(scope="session")
+def flux_searched(comfy_version: str, tmp_path_factory):
+    """A tiny Flux calibrated (two pairs, local error, reference K=6 of 10) and its anchor searched (K=3, six
+    trials, every budget validated), once per session: (bundle, settings, reference, calibration, anchor,
+    summary). Read-only for the tests that share it."""
+    import folder_paths
+    import tiny_models
+    from otcache_pack.nodes.measure import anchor as MA
+    from otcache_pack.nodes.measure import calibrate as MC
+    from otcache_pack.nodes.measure.sampling import SamplerSettings
+
+    flux = tiny_models.build("flux")
+    s = SamplerSettings(10, 1.0, "euler", "simple", flux.positive, flux.negative, {"samples": flux.empty_latent()})
+    reference, calibration = MC.calibrate(flux.patcher, s, [0, 1], mode="local", max_gap=3, budget=6)
+    folder = tmp_path_factory.mktemp("user")
+    original = folder_paths.get_user_directory
+    folder_paths.get_user_directory = lambda: str(folder)
+    try:
+        anchor, summary = MA.anchor_search(flux.patcher, s, reference, seeds=[0], budget=3, trials=6,
+                                           calibration=calibration)
+    finally:
+        folder_paths.get_user_directory = original
+    return flux, s, reference, calibration, anchor, summary

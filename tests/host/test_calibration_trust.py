@@ -49,18 +49,10 @@ class Calls:
 
 
 @pytest.fixture(scope="module")
-def searched(flux, tmp_path_factory):
-    s = SamplerSettings(N, 1.0, "euler", "simple", flux.positive, flux.negative, {"samples": flux.empty_latent()})
-    reference, calibration = MC.calibrate(flux.patcher, s, [0, 1], mode="local", max_gap=3, budget=6)
-    folder = tmp_path_factory.mktemp("user")
-    original = folder_paths.get_user_directory
-    folder_paths.get_user_directory = lambda: str(folder)
-    try:
-        anchor, summary = MA.anchor_search(flux.patcher, s, reference, seeds=[0], budget=3, trials=6,
-                                           calibration=calibration)
-    finally:
-        folder_paths.get_user_directory = original
-    return s, reference, calibration, anchor, summary
+def searched(flux_searched):
+    """The session's calibrated and searched tiny Flux (conftest): settings, reference, calibration, anchor,
+    summary."""
+    return flux_searched[1:]
 
 
 def test_calibrate_says_its_cost_before_sampling_and_what_it_spent(flux, caplog):

@@ -160,18 +160,10 @@ def test_the_ladder_samples_both_operators_and_keeps_the_best_pair(flux, searche
 
 
 @pytest.fixture(scope="module")
-def searched(flux, tmp_path_factory):
-    s = settings(flux)
-    reference, calibration = MC.calibrate(flux.patcher, s, [0, 1], mode="local", max_gap=3, budget=6)
-    folder = tmp_path_factory.mktemp("user")
-    original = folder_paths.get_user_directory
-    folder_paths.get_user_directory = lambda: str(folder)
-    try:
-        anchor, summary = MA.anchor_search(flux.patcher, s, reference, seeds=[0], budget=3, trials=6,
-                                          calibration=calibration)
-    finally:
-        folder_paths.get_user_directory = original
-    return s, reference, calibration, anchor, summary
+def searched(flux_searched):
+    """The session's calibrated and searched tiny Flux (conftest): settings, reference, calibration, anchor,
+    summary."""
+    return flux_searched[1:]
 
 
 def test_anchor_search_is_judged_on_the_calibration_pairs_with_its_operator(searched):
