@@ -78,11 +78,13 @@ ERROR_MODE_TOOLTIP = (
     "found local schedules losing to uniform ones where hybrid ones won); global = N + the tail of every edge "
     "(LeMiCa's exact end-to-end error). " + _cost_table() + ". The node reports the exact count.")
 MEASURE_TOOLTIP = (
-    "After the graph search, sample the calibration runs again with each reuse operator (residual, output, "
-    "omnicache at gamma 0.5 / 0.75 / 1) on the reference and on a low-budget schedule, keep the one with the "
-    "smallest end-to-end error (stored in the schedule: Apply's reuse 'auto' follows it), and check the "
-    "reference against a uniform schedule with that operator (the better one becomes the reference). Costs "
-    "at most 7 x (reference budget) + 5 x (anchor budget) model calls per calibration run.")
+    "After the graph search, sample the calibration runs again with each reuse operator (the output skip; "
+    "OmniCache gamma 1 and the Taylor forecast on the block residual; OmniCache gamma 0.5 and 1 on the whole "
+    "output) on the reference and on a low-budget schedule, keep the one with the smallest end-to-end error "
+    "(stored in the schedule: Apply's reuse 'auto' follows it), and check the reference against a uniform "
+    "schedule with that operator (the better one becomes the reference). Costs at most 8 x (reference "
+    "budget) + 5 x (anchor budget) model calls per calibration run; off, the anchor is searched with the free "
+    "default's operator.")
 
 
 # --- the whole calibration ----------------------------------------------------------------------
