@@ -33,9 +33,10 @@ def _demo_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the anchor search")
     p.add_argument("--weights", type=Path, default=BUNDLED, help="toy model weights (default: bundled)")
     p.add_argument("--no-lpips", action="store_true", help="skip LPIPS even if its weights exist")
-    p.add_argument("--reuse", default="residual", choices=list(REUSE_OPERATORS),
-                   help="what a skipped step reuses: block-stack residual (default), the output, or the "
-                        "gamma-corrected output extrapolation")
+    p.add_argument("--reuse", default="omnicache", choices=list(REUSE_OPERATORS),
+                   help="what a skipped step reuses: the gamma-corrected output extrapolation (default; the "
+                        "free default's operator family, so the rows compare schedules), the block-stack "
+                        "residual, or the output")
     p.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder (default outputs/demo)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
