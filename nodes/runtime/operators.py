@@ -55,10 +55,10 @@ class Operator:
 
 
 # With nothing measured: the one operator never below the naive skip (the whole output of the last computed
-# step) on uniform schedules at N/2..N/6 of every in-host benchmark cell, CFG off and on
+# step) on uniform schedules at N/2..N/6 of every in-host benchmark cell at 30 and 50 steps, CFG off and on
 # (docs/results/operators): half-damped extrapolation of the whole output. Extrapolating the block residual
-# (gamma 1) is 2-4 dB better on the Flux model at 2-3x but up to 10 dB worse on the Wan models, below the
-# naive skip from 2x (cfg 1) and 3x (cfg 3).
+# (gamma 1) is up to 4-6 dB better on the Flux model but up to 10 dB worse on the Wan models than this one,
+# and below the naive skip from 2x (cfg 1) and 3x (cfg 3).
 DEFAULT = Operator("omnicache", 0.5, space="output")
 AUTO = "auto"
 AT_REFERENCE = "reuse_at_reference"   # provenance: the operator measured best on the reference schedule itself
