@@ -51,7 +51,7 @@ def held_out_pairs() -> tuple[Pair, ...]:
 
 
 def budgets(n: int) -> list[int]:
-    """K from N/1.7 to N/4, plus the anchor's own (N/5): the report's columns."""
+    """K from N/1.7 to N/4, the anchor's own (N/5) and below it (N/6): the report's columns."""
     return sorted(set(budgets_of(n)), reverse=True)
 
 

@@ -120,12 +120,12 @@ def targets(cell: dict) -> list[str]:
     return out
 
 
-RATIOS = ("N/1.7", "N/2", "N/2.5", "N/3", "N/4", "N/5")
+RATIOS = ("N/1.7", "N/2", "N/2.5", "N/3", "N/4", "N/5", "N/6")
 
 
 def budgets_of(n: int) -> list[int]:
     """The budgets the bench used, largest first, in the order of ``RATIOS``."""
-    return [round(n / 1.7), n // 2, round(n / 2.5), n // 3, round(n / 4), max(2, round(n / 5))]
+    return [round(n / 1.7), n // 2, round(n / 2.5), n // 3, round(n / 4), max(2, round(n / 5)), max(2, round(n / 6))]
 
 
 def best_simple(cell: dict, k: int) -> dict | None:
