@@ -115,6 +115,6 @@ def _search_inputs() -> list:
                                "best kept) and the free default, and the free default at both ends (about "
                                "3 x the sum of those budgets model calls per pair). the two ends: the free "
                                "default against the reference and the anchor only (about 2 x K_ref + K_anc "
-                               "calls per pair), in between Apply follows the nearer end: cheaper, up to 6 dB "
+                               "calls per pair), in between Apply follows the nearer end: cheaper, up to 5 dB "
                                "worse between the ends on the benchmark's Flux (see the README)."),
     ]
