@@ -196,6 +196,8 @@ def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds:
         ends = {"reference": operator_for(reuse, gamma, reference, None, reference.budget)[0], "anchor": run.op}
         anchor, checked = _with_ladder(anchor, judge, run, calibration, operators if every_budget else [], ends,
                                        progress)
+    if judge.saving():
+        log.info("[OTCache] Anchor Search: %s", judge.saving())
     cost = spent("Anchor Search", run.n, judge.calls, progress.seconds)
     return anchor, _summary(anchor, run, checked, planned, cost)
 

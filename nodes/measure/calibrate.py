@@ -128,11 +128,16 @@ def calibrate(model: Any, s: SamplerSettings, seeds: list[int], mode: str = "hyb
                                                                  "created": _now()})
     reference = reference.with_provenance(**quality(runs, reference))
     data = CalibrationData(tuple(runs), weights, reference, settings, pairs=tuple(pairs))
+    used = progress.done
     if checks:
         choice = reuse_choice.choose(model, data, reference, k_low, progress.step)
         reference = choice.reference.with_provenance(**choice.provenance())
-        data = dataclasses.replace(data, reference=reference, settings=settings)
-    spent("Calibrate", n, progress.done, progress.seconds)
+        used += choice.calls
+        if choice.saving:
+            log.info("[OTCache] Calibrate: %s", choice.saving)
+    settings.update(planned_calls=total, model_calls=used, generations=round(used / n, 2))
+    data = dataclasses.replace(data, reference=reference, settings=settings)
+    spent("Calibrate", n, used, progress.seconds)
     return reference, data
 
 

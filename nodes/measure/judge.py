@@ -19,17 +19,20 @@ from ...otcache_engine import Schedule
 from ...otcache_engine.metrics import Perceptual
 from ..runtime.operators import Operator
 from .sampling import Progress, interruptible, sample, to_internal
+from .shared_prefix import SharedPrefixes
 
 
 class Judge:
     """The uncached output of every pair (computed once, or given) and the metric that compares a run with it."""
 
     def __init__(self, model: Any, pairs: Sequence[Any], metric: Perceptual, vae: Any = None,
-                 refs: Sequence[torch.Tensor] | None = None):
+                 refs: Sequence[torch.Tensor] | None = None, prefixes: SharedPrefixes | None = None):
         self.model, self.pairs, self.metric, self.vae = model, list(pairs), metric, vae
         self.refs: list[torch.Tensor] = list(refs) if refs is not None else []
         self.calls = 0       # model calls spent so far: what a stage reports it cost
         self._means: dict[tuple, float] = {}   # a schedule + operator already judged costs nothing again
+        # runs of a pair that share their first decisions share those model calls too
+        self.prefixes = prefixes if prefixes is not None else SharedPrefixes()
 
     def output(self, latent: torch.Tensor) -> torch.Tensor:
         if self.metric.on == "latent" or self.vae is None:
@@ -54,9 +57,17 @@ class Judge:
 
         m = interruptible(cached_model(self.model, schedule, reuse=op.reuse, gamma=op.gamma,
                                                     order=op.order, space=op.space))
-        p = self.pairs[pair]
-        self.calls += schedule.budget
-        return self.metric(self.output(sample(m, p.settings, p.seed)), self.refs[pair])
+        final, calls = self.prefixes.sample(m, self.pairs[pair], (pair, op), schedule)
+        self.calls += calls
+        return self.metric(self.output(final), self.refs[pair])
+
+    def saving(self) -> str:
+        """What prefix sharing saved so far, for a stage's report ('' when nothing)."""
+        p = self.prefixes
+        if not p.saved_calls:
+            return ""
+        return (f"{p.resumed_runs} run(s) resumed from a shared prefix saved {p.saved_calls} model calls "
+                f"({p.store.stats()['states']} states kept, {p.store.bytes / 2 ** 20:.1f} MiB)")
 
     def mean(self, schedule: Schedule, op: Operator, on_pair: Callable[[], None] | None = None) -> float:
         """Mean distance over every pair. Sampling is deterministic for a schedule, an operator and the

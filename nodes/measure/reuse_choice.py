@@ -44,6 +44,8 @@ class Choice:
     operator_errors: dict[str, float]
     reference_errors: dict[str, float]
     at_reference: Operator | None = None
+    calls: int = 0       # model calls it spent (shared prefixes make it less than ``calls()`` planned)
+    saving: str = ""     # what prefix sharing saved, for the log
 
     def provenance(self) -> dict[str, Any]:
         out = {**self.operator.as_dict(),
@@ -106,7 +108,8 @@ def choose(model: Any, data: Any, reference: Schedule, low_budget: int,
     chosen = reference if winner == "graph" else rivals[winner].replace(
         kind="reference", sigmas=reference.sigmas, max_gap=None, provenance=dict(reference.provenance))
     at_reference = _best_on(chosen, winner != "graph", table, best, ref_errors[winner], mean)
-    return Choice(best, chosen.with_provenance(reference_source=winner), errors, ref_errors, at_reference)
+    return Choice(best, chosen.with_provenance(reference_source=winner), errors, ref_errors, at_reference,
+                  judge.calls, judge.saving())
 
 
 def _best_on(chosen: Schedule, replaced: bool, table: dict[str, list[float]], best: Operator, best_error: float,

@@ -111,12 +111,13 @@ def from_internal(model: Any, x: torch.Tensor) -> torch.Tensor:
 
 
 def tail_sample(model: Any, s: SamplerSettings, x_internal: torch.Tensor, sigmas: torch.Tensor, seed: int,
-                on_step: Callable[[], None] | None = None) -> torch.Tensor:
+                on_step: Callable[[], None] | None = None,
+                step_callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
     """Restart sampling from internal state ``x_internal`` at ``sigmas[0]`` and run the remaining steps.
 
     KSamplerAdvanced's convention makes this exact: a latent handed over mid-run is the internal
     state with the inverse noise scaling applied, and sampling it with zero noise scales it back.
-    Returns the final latent in the internal space.
+    Returns the final latent in the internal space. ``step_callback(i, x_i)`` per step of the tail.
     """
     import comfy.sample
     import comfy.samplers
@@ -129,6 +130,8 @@ def tail_sample(model: Any, s: SamplerSettings, x_internal: torch.Tensor, sigmas
     def callback(i: int, denoised: torch.Tensor, x: torch.Tensor, total: int) -> None:
         if on_step is not None:
             on_step()
+        if step_callback is not None:
+            step_callback(i, x)
         _check_interrupt()
 
     out = comfy.sample.sample_custom(model, noise, s.cfg, comfy.samplers.sampler_object(s.sampler_name), sigmas,

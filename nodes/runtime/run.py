@@ -22,6 +22,7 @@ import torch
 
 from ...otcache_engine import Schedule
 from ...otcache_engine.runtime import CacheSession, StepPlan
+from ...otcache_engine.runtime.trajectory import TAP_KEY
 from . import streams
 from .block_patch import RUN_KEY, CallState, current_call, is_ours, unwrap
 from .compile_blocks import compile_blocks_for_run
@@ -298,6 +299,9 @@ apply_model_wrapper = _call_wrapper("apply_call")
 
 def _start_run(cfg: OTCacheConfig, guider: Any, model_options: Mapping[str, Any], sigmas: Any) -> RunState:
     run_sigmas = [float(v) for v in sigmas.detach().reshape(-1).float().cpu().tolist()]
+    tap = model_options.get("transformer_options", {}).get(TAP_KEY)   # a measurement run (measure/judge)
+    if tap is not None:
+        run_sigmas = tap.plan_sigmas(run_sigmas)
     _, plan, free = plan_run(cfg.planned, cfg.family, run_sigmas, lambda s: _reference_grid(guider, s),
                              may_switch=cfg.free_reuse is not None)
     reuse = cfg.free_reuse if free else cfg.reuse
@@ -311,6 +315,8 @@ def _start_run(cfg: OTCacheConfig, guider: Any, model_options: Mapping[str, Any]
         session.disable("context windows split each step into several calls")
     elif plan.mapping == "unordered":
         session.disable("the sampler's sigmas do not decrease")
+    if tap is not None:
+        tap.attach(session)
     return RunState(cfg, session)
 
 

@@ -22,7 +22,7 @@ on; operators that do not forecast ignore both.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -57,6 +57,21 @@ class CacheEntry:
     def steps(self) -> tuple[int, ...]:
         """The computed steps in ``history`` (empty for operators that keep none)."""
         return tuple(h[0] for h in self.history)
+
+    def tensors(self) -> list[torch.Tensor]:
+        found = [self.value, self.prev_value] + [h[2] for h in self.history]
+        return [t for t in found if t is not None]
+
+    def copied(self, keep: Callable[[torch.Tensor], torch.Tensor]) -> "CacheEntry":
+        """A new entry with the same state, every tensor passed through ``keep``."""
+        out = CacheEntry()
+        moved = {id(t): keep(t) for t in self.tensors()}
+        out.value = moved[id(self.value)] if self.value is not None else None
+        out.prev_value = moved[id(self.prev_value)] if self.prev_value is not None else None
+        out.step, out.prev_step, out.sig = self.step, self.prev_step, self.sig
+        out.history = tuple((s, t, moved[id(v)]) for s, t, v in self.history)
+        out.norms = self.norms   # a tuple, rebound (never changed) by an update
+        return out
 
     def clear(self) -> None:
         self.value = self.prev_value = None

@@ -21,7 +21,7 @@ safety check replaced by plain reuse.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Hashable, NamedTuple, Sequence
+from typing import Any, Callable, Hashable, NamedTuple, Sequence
 
 import torch
 
@@ -54,8 +54,11 @@ class CacheSession:
         # always_on keeps the machinery running even when every step computes (overhead measurements).
         self.enabled = plan.num_steps > 0 and (always_on or not plan.all_compute)
         self.disabled_reason: str | None = None
-        self._streams: dict[Hashable, CacheEntry] = {}
-        self._groups: dict[tuple, CacheEntry] = {}
+        # Caches are keyed by each stream's rank (the order this run first saw it), not by ComfyUI's uuid,
+        # which is new on every run: so a run resumed from another run's state finds that run's caches.
+        self._ranks: dict[Hashable, int] = {}
+        self._streams: dict[int, CacheEntry] = {}
+        self._groups: dict[tuple[int, ...], CacheEntry] = {}
         self._decision: Decision | None = None
         self._last_step: int | None = None
         self._pin = self.device is not None and self.device.type == "cpu" and torch.cuda.is_available()
@@ -68,6 +71,7 @@ class CacheSession:
         self.steps_seen: set[int] = set()
         self.steps_computed: set[int] = set()
         self.closed = False
+        self.watch: Callable[[int, "CacheSession"], None] | None = None   # told when each step starts
 
     def disable(self, reason: str) -> None:
         """Turn caching off for this run (every call computes), saying why in the summary."""
@@ -94,6 +98,8 @@ class CacheSession:
                 d = Decision(True, step, False)
             else:
                 first = step != self._last_step
+                if first and self.watch is not None:
+                    self.watch(step, self)   # before this step stores anything: the state it starts from
                 d = Decision(first and self.plan.compute[step], step, True)
             self._last_step = step
         self._decision = d
@@ -125,6 +131,7 @@ class CacheSession:
         """Keep ``value`` (residual or output of stream ``key``) computed at ``d.step``."""
         if not (self.enabled and d.store) or d.step is None:
             return
+        key = self._rank(key)
         entry = self._streams.get(key)
         if entry is None:
             entry = self._streams[key] = CacheEntry()
@@ -133,7 +140,7 @@ class CacheSession:
     def predict(self, key: Hashable, d: Decision, sig: tuple | None = None,
                 device: torch.device | None = None) -> torch.Tensor | None:
         """The reused value of stream ``key`` at ``d.step``; None when it has no cache for ``sig``."""
-        entry = self._streams.get(key)
+        entry = self._streams.get(self._rank(key))
         if entry is None or entry.value is None or entry.sig != sig or d.step is None:
             return None
         return self._forecast(entry, d.step, device)
@@ -150,13 +157,13 @@ class CacheSession:
         if n == 0 or value.shape[0] % n:
             return
         kept = self._keep(value)
-        group = self._groups.get(tuple(keys))
+        group = self._groups.get(self._ranked(keys))
         if group is None:
-            group = self._groups[tuple(keys)] = CacheEntry()
+            group = self._groups[self._ranked(keys)] = CacheEntry()
         time = self._time(d.step)
         self.reuse.update(group, kept, d.step, sig, time)
         chunk, ssig = value.shape[0] // n, _split_sig(sig, n)
-        for i, key in enumerate(keys):
+        for i, key in enumerate(self._ranked(keys)):
             entry = self._streams.get(key)
             if entry is None:
                 entry = self._streams[key] = CacheEntry()
@@ -170,7 +177,7 @@ class CacheSession:
             return self.predict(keys[0], d, sig, device)
         if d.step is None or n == 0:
             return None
-        group = self._groups.get(tuple(keys))
+        group = self._groups.get(self._ranked(keys))
         if group is not None and group.value is not None and group.sig == sig and self._group_fresh(group, keys):
             return self._forecast(group, d.step, device)
         ssig = _split_sig(sig, n)
@@ -179,11 +186,45 @@ class CacheSession:
             return None
         return torch.cat(parts, dim=0)
 
+    # --- resuming mid-run (measurement runs that share a trajectory prefix) ----------
+    def snapshot(self, keep: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> "CacheSnapshot":
+        """The caches as they are now, every tensor passed through ``keep`` (a copy elsewhere, or itself:
+        stored tensors are never changed in place, an update rebinds them)."""
+        return CacheSnapshot({k: e.copied(keep) for k, e in self._streams.items()},
+                             {k: e.copied(keep) for k, e in self._groups.items()})
+
+    def restore(self, snap: "CacheSnapshot") -> None:
+        """Start this run from ``snap``'s caches (taken at the step the run resumes at)."""
+        keep: Callable[[torch.Tensor], torch.Tensor] = lambda t: t
+        self._streams = {k: e.copied(keep) for k, e in snap.streams.items()}
+        self._groups = {k: e.copied(keep) for k, e in snap.groups.items()}
+
     def has_cache(self, keys: Sequence[Hashable]) -> bool:
-        return all(k in self._streams and self._streams[k].value is not None for k in keys)
+        ranks = self._ranked(keys)
+        return all(k in self._streams and self._streams[k].value is not None for k in ranks)
+
+    def entry(self, key: Hashable) -> CacheEntry | None:
+        """Stream ``key``'s cache entry (for inspection)."""
+        rank = self._ranks.get(key)
+        return self._streams.get(rank) if rank is not None else None
+
+    def group(self, keys: Sequence[Hashable]) -> CacheEntry | None:
+        """The entry of the batch of streams ``keys`` (for inspection)."""
+        if any(k not in self._ranks for k in keys):
+            return None
+        return self._groups.get(tuple(self._ranks[k] for k in keys))
+
+    def _rank(self, key: Hashable) -> int:
+        rank = self._ranks.get(key)
+        if rank is None:
+            rank = self._ranks[key] = len(self._ranks)
+        return rank
+
+    def _ranked(self, keys: Sequence[Hashable]) -> tuple[int, ...]:
+        return tuple(self._rank(k) for k in keys)
 
     def _group_fresh(self, group: CacheEntry, keys: Sequence[Hashable]) -> bool:
-        for k in keys:
+        for k in self._ranked(keys):
             e = self._streams.get(k)
             if e is None or e.step != group.step or e.prev_step != group.prev_step or e.steps != group.steps:
                 return False
@@ -268,6 +309,21 @@ class CacheSession:
         self._groups.clear()
         self._decision = None
         self.closed = True
+
+
+class CacheSnapshot(NamedTuple):
+    """Every cache entry of a session at one step boundary (per stream and per batch of streams)."""
+
+    streams: dict
+    groups: dict
+
+    def tensors(self) -> list[torch.Tensor]:
+        """The distinct tensors it holds (what it costs in memory)."""
+        seen: dict[int, torch.Tensor] = {}
+        for e in list(self.streams.values()) + list(self.groups.values()):
+            for t in e.tensors():
+                seen.setdefault(id(t), t)
+        return list(seen.values())
 
 
 def _split_sig(sig: tuple | None, n: int) -> tuple | None:

@@ -182,8 +182,8 @@ def test_a_group_whose_history_differs_from_its_streams_is_not_used():
             s.store("u", g(SIGMAS[i]), d, SHAPE)
         else:
             s.store_batch(["c", "u"], torch.cat([f(SIGMAS[i]), g(SIGMAS[i])]), d, (4, 5, 4))
-    group = s._groups[("c", "u")]
-    assert group.steps == (0, 2, 3) and s._streams["c"].steps == (1, 2, 3)
+    group = s.group(["c", "u"])
+    assert group.steps == (0, 2, 3) and s.entry("c").steps == (1, 2, 3)
     assert not s._group_fresh(group, ["c", "u"])
     s.begin_evaluation()
     d = s.decide(SIGMAS[4])
@@ -212,7 +212,7 @@ def test_offloaded_histories_forecast_on_the_compute_device():
         if d.compute:
             s.store("c", f(SIGMAS[i]), d, SHAPE)
     torch.cuda.synchronize()
-    assert all(v.device.type == "cpu" for _, _, v in s._streams["c"].history)
+    assert all(v.device.type == "cpu" for _, _, v in s.entry("c").history)
     out = s.predict("c", d, SHAPE, device=torch.device("cuda"))
     assert out.device.type == "cuda" and torch.allclose(out, expected[2], atol=1e-5)
 
