@@ -12,6 +12,7 @@ from comfy_api.latest import io
 
 from ..otcache_engine.errors import OTCacheError
 from .measure.anchor import REUSE_CHOICES, anchor_search
+from .measure import effort as effort_levels
 from .measure.sampling import SamplerSettings
 from .node_types import CalibrationType, ScheduleType, parse_seeds, sampler_inputs
 from .preview import plot_payload, ui_output
@@ -40,9 +41,12 @@ class AnchorSearch(io.ComfyNode):
     def execute(cls, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, denoise,
                 reference, calibration=None, vae=None, anchor_budget=0, trials=TRIALS, search_seeds="",
                 search_seed=0, storage="", reuse=AUTO, gamma=0.5, max_gap=0, validate=True,
-                validate_budgets=VALIDATE_SCOPES[0]) -> io.NodeOutput:
+                validate_budgets=VALIDATE_SCOPES[0], effort=effort_levels.AS_SET) -> io.NodeOutput:
         s = SamplerSettings(steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise)
         try:
+            chosen, level_note = effort_levels.anchor_inputs(effort, {
+                "trials": trials, "validate": bool(validate), "validate_budgets": validate_budgets})
+            trials, validate, validate_budgets = chosen["trials"], chosen["validate"], chosen["validate_budgets"]
             seeds = parse_seeds(search_seeds, seed)
             anchor, summary = anchor_search(model, s, reference, seeds=seeds, budget=anchor_budget, trials=trials,
                                             search_seed=search_seed, storage=storage, vae=vae,
@@ -56,6 +60,7 @@ class AnchorSearch(io.ComfyNode):
                 f"{summary['best_score']:.4g} after {summary['trials']} trials on {summary['pairs']} pair(s) "
                 f"({summary['judged_on']}); cost {summary['model_calls']} model calls = {summary['generations']:.1f} "
                 f"uncached generations" + (f"; {summary['validation']}" if summary["validation"] else ""))
+        note = f"{level_note}; {note}" if level_note else note
         warnings = [summary["warning"]] if summary["warning"] else []
         ui = ui_output(plot_payload(anchor, reference, None, label="anchor", note=note, warnings_=warnings))
         ui["otcache_anchor"] = [summary]
@@ -117,4 +122,6 @@ def _search_inputs() -> list:
                                "default against the reference and the anchor only (about 2 x K_ref + K_anc "
                                "calls per pair), in between Apply follows the nearer end: cheaper, up to 5 dB "
                                "worse between the ends on the benchmark's Flux (see the README)."),
+        io.Combo.Input("effort", options=list(effort_levels.LEVELS), default=effort_levels.AS_SET,
+                       tooltip=effort_levels.TOOLTIP),
     ]

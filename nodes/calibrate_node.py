@@ -14,6 +14,7 @@ from ..otcache_engine.errors import OTCacheError
 from ..otcache_engine.schedules.graph_search import OBJECTIVES
 from .measure.calibrate import ERROR_MODE_TOOLTIP, ERROR_MODES, MEASURE_TOOLTIP, calibrate
 from .measure.calibration_record import split_prompts
+from .measure import effort as effort_levels
 from .measure.sampling import SamplerSettings
 from .node_types import CalibrationType, ScheduleType, parse_seeds, sampler_inputs
 from .preview import plot_payload, ui_output
@@ -53,6 +54,8 @@ class Calibrate(io.ComfyNode):
                                tooltip="leximax (LeMiCa): minimise the worst skip first, then the next; "
                                        "additive: minimise the sum of skip errors."),
                 io.Boolean.Input("measure", default=True, tooltip=MEASURE_TOOLTIP),
+                io.Combo.Input("effort", options=list(effort_levels.LEVELS), default=effort_levels.AS_SET,
+                               tooltip=effort_levels.TOOLTIP),
             ],
             outputs=[ScheduleType.Output("reference", display_name="reference"),
                      CalibrationType.Output("calibration", display_name="calibration")],
@@ -61,18 +64,25 @@ class Calibrate(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, denoise,
                 calibration_seeds="", error_mode="hybrid", max_gap=0, reference_budget=0,
-                objective="leximax", measure=True, more_prompts=None) -> io.NodeOutput:
+                objective="leximax", measure=True, more_prompts=None,
+                effort=effort_levels.AS_SET) -> io.NodeOutput:
         s = SamplerSettings(steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise)
         try:
-            seeds = parse_seeds(calibration_seeds, seed)
+            chosen, level_note = effort_levels.calibrate_inputs(effort, {
+                "calibration_seeds": calibration_seeds, "error_mode": error_mode, "measure": bool(measure),
+                "more_prompts": more_prompts})
+            error_mode = chosen["error_mode"]
+            seeds = parse_seeds(chosen["calibration_seeds"], seed)
             reference, data = calibrate(model, s, seeds, error_mode, max_gap, reference_budget, objective,
-                                        prompts=split_prompts(more_prompts), measure=bool(measure))
+                                        prompts=split_prompts(more_prompts), measure=chosen["measure"])
         except OTCacheError as e:
             raise ValueError(f"OTCache Calibrate: {e}") from None
         p = reference.provenance
         note = (f"reference K={reference.budget} of N={reference.num_steps} ({error_mode} error, "
                 f"{len(data.runs)} run(s) over {data.settings['prompts']} prompt(s), {data.settings['model_calls']} "
-                f"model calls = {data.settings['model_calls'] / reference.num_steps:.1f} uncached generations); replay error {p['calibrated_error']:.4g} vs uniform {p['uniform_error']:.4g}")
+                f"model calls = {data.settings['model_calls'] / reference.num_steps:.1f} uncached generations); "
+                f"replay error {p['calibrated_error']:.4g} vs uniform {p['uniform_error']:.4g}")
+        note = f"{level_note}; {note}" if level_note else note
         log.info("[OTCache] Calibrate: %s; %s", reference.mask_string(), note)
         ui = ui_output(plot_payload(reference, label="reference", note=note))
         ui["otcache_calibration"] = [data.summary() | {"calibrated_error": p["calibrated_error"],
