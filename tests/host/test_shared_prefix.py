@@ -113,3 +113,22 @@ def test_a_schedule_the_run_would_retarget_is_sampled_whole(bundle):
     other = [Schedule(N + 4, (0, 2, 5, 9, 15)), Schedule(N + 4, (0, 2, 5, 10, 15))]
     _, judge, _ = judged(bundle, settings(bundle), SharedPrefixes(), other, op)
     assert judge.prefixes.saved_calls == 0 and len(judge.prefixes.store) == 0
+
+
+def test_anchor_search_finds_the_same_anchor_for_fewer_model_calls(monkeypatch, tmp_path):
+    import folder_paths
+    from otcache_pack.nodes.measure import anchor as MA
+    from otcache_pack.nodes.measure import calibrate as MC
+
+    b = tiny_models.build("flux")
+    s = SamplerSettings(10, 1.0, "euler", "simple", b.positive, b.negative, {"samples": b.empty_latent()})
+    reference, calibration = MC.calibrate(b.patcher, s, [0], mode="local", max_gap=3, budget=6)
+    found = {}
+    for mb in ("0", "64"):
+        monkeypatch.setenv("OTCACHE_PREFIX_MEMORY_MB", mb)
+        monkeypatch.setattr(folder_paths, "get_user_directory", lambda mb=mb: str(tmp_path / mb))
+        found[mb] = MA.anchor_search(b.patcher, s, reference, seeds=[0], budget=3, trials=8, calibration=calibration)
+    (whole, whole_summary), (shared, summary) = found["0"], found["64"]
+    assert shared.compute_steps == whole.compute_steps
+    assert shared.provenance["score"] == pytest.approx(whole.provenance["score"], rel=1e-4)
+    assert summary["model_calls"] < whole_summary["model_calls"] <= whole_summary["planned_calls"]
