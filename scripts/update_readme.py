@@ -1,5 +1,6 @@
 """Copy the in-host fidelity benchmark's summary into README.md, as `python -m benchmarks.fidelity.bench`
-wrote it (docs/results/fidelity/summary.md), between the ``fidelity-results`` markers.
+wrote it (docs/results/fidelity/summary.md), between the ``fidelity-results`` markers; and the cost curve's
+rows (`python -m benchmarks.fidelity.cost_curve`: docs/results/cost/readme.md) between ``cost-results``.
 
 The README shows the table whatever it says (the node reference has its own generator,
 scripts/make_node_reference.py, writing docs/nodes.md).
@@ -13,6 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "fidelity-results"
+COST_MARKER = "cost-results"
 
 
 def splice(readme: str, body: str, name: str) -> str:
@@ -27,11 +29,13 @@ def splice(readme: str, body: str, name: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--summary", type=Path, default=ROOT / "docs" / "results" / "fidelity" / "summary.md")
+    ap.add_argument("--cost", type=Path, default=ROOT / "docs" / "results" / "cost" / "readme.md")
     args = ap.parse_args()
     readme = ROOT / "README.md"
     text = splice(readme.read_text(encoding="utf-8"), args.summary.read_text(encoding="utf-8"), MARKER)
+    text = splice(text, args.cost.read_text(encoding="utf-8"), COST_MARKER)
     readme.write_text(text, encoding="utf-8")
-    print(f"README.md: fidelity summary from {args.summary}")
+    print(f"README.md: fidelity summary from {args.summary}, cost rows from {args.cost}")
 
 
 if __name__ == "__main__":

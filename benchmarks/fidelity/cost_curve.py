@@ -155,6 +155,43 @@ def write_report(out: Path) -> Path:
     return path
 
 
+README_ROWS = {   # variant -> its row in the README (the others stay in cost.md)
+    VARIANTS[4].name: "**quick** (`effort` quick): 1 pair, local error, no operator check, 12 trials, the two ends",
+    VARIANTS[6].name: "defaults but 20 trials and `validate_budgets` the two ends, 1 pair",
+    VARIANTS[5].name: "defaults but `validate_budgets` the two ends, 1 pair",
+    VARIANTS[2].name: "**defaults**, 1 pair (hybrid error, operator check, 30 trials, every budget)",
+    VARIANTS[1].name: "defaults with 4 pairs",
+    VARIANTS[0].name: "**thorough** (`effort` thorough): 4 pairs, 100 trials, every budget",
+}
+TITLES = {"flux": "Flux (FLUX.1-schnell class, cfg 1)", "wan21": "Wan 2.1 class (cfg 3)"}
+
+
+def write_readme_block(out: Path) -> Path:
+    """readme.md: per cell, the README's rows -- the most a variant cost over the search seeds, and the
+    worse seed's PSNR (``scripts/update_readme.py`` copies it between the ``cost-results`` markers)."""
+    lines = []
+    for path in sorted(out.glob("*_N*.json")):
+        cell = json.loads(path.read_text(encoding="utf-8"))
+        ks = sorted({int(k) for k in cell["free"]["free default"]}, reverse=True)
+        n = cell["steps"]
+        lines += [f"{TITLES.get(cell['family'], cell['family'])}, N = {n}:", "",
+                  "| pipeline | cost | " + " | ".join(f"N/{n / k:.2g}" for k in ks) + " |",
+                  "| --- | ---: |" + " ---: |" * len(ks)]
+        names = {"free default": "Apply, nothing connected (free default)",
+                 "uniform output skip": "uniform output skip"}
+        for key, label in names.items():
+            lines.append(f"| {label} | 0 | " + " | ".join(f"{cell['free'][key][str(k)]:.1f}" for k in ks) + " |")
+        for variant, label in README_ROWS.items():
+            runs = [r for r in cell["runs"] if r["variant"] == variant]
+            if runs:
+                worst = [f"{min(r['psnr'][str(k)] for r in runs):.1f}" for k in ks]
+                lines.append(f"| {label} | {max(r['generations'] for r in runs):.1f} | " + " | ".join(worst) + " |")
+        lines.append("")
+    path = out / "readme.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", nargs="+", default=["flux", "wan21"], choices=sorted(setups.SETUPS))
@@ -174,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
             path = args.out / f"{name}_N{n}.json"
             path.write_text(json.dumps(cell, indent=1) + "\n", encoding="utf-8")
             print(f"[cost] {path}")
-    print(f"[cost] report: {write_report(args.out)}")
+    print(f"[cost] report: {write_report(args.out)}, README rows: {write_readme_block(args.out)}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ inputs cannot: "as set below" takes the inputs as they are (their defaults are t
 - quick: one pair, local error (no tail re-runs), no operator check; 12 trials, the two ends validated
   -- about 5 uncached generations in all at 30 steps.
 - thorough: four calibration pairs (seed .. seed+3 when no other seeds or prompts are given), hybrid error,
-  operator check; 100 trials, every budget validated -- about 120 generations.
+  operator check; 100 trials, every budget validated -- about 100 generations.
 """
 from __future__ import annotations
 
@@ -30,9 +30,10 @@ THOROUGH_PAIRS = 4
 TOOLTIP = ("One switch for the cost of calibrating (see the README's cost table). 'as set below': the inputs "
            "as they are; their defaults are the knee of the measured cost-fidelity curve (about 22 uncached "
            "generations at 30 steps with one seed). 'quick': local error, no operator check, 12 trials, the "
-           "two ends validated (about 5 generations). 'thorough': 4 calibration seeds, hybrid error, operator "
-           "check, 100 trials, every budget validated (about 120 generations). A level overrides the inputs "
-           "it names; the node's note says which.")
+           "two ends validated (about 5 generations). 'thorough': 4 calibration seeds (seed .. seed+3, unless "
+           "calibration_seeds or more_prompts give the pairs), hybrid error, operator check, 100 trials, every "
+           "budget validated (about 100 generations). A level overrides the inputs it names; the node's note "
+           "says which.")
 
 
 def check(level: str) -> None:
