@@ -109,7 +109,8 @@ def resolve(request: BudgetRequest, family: FamilySpec | None = None, steps: int
     (``PREVIEW_STEPS`` to show one without a run), ``family`` the model's (whether a shipped preset fits)."""
     ref, anc = request.reference, request.anchor
     if not request.connected:
-        schedule, description = default_schedule(family, steps or PREVIEW_STEPS, request.k_for(steps or PREVIEW_STEPS))
+        n, k = _per_run_budget(request, steps)
+        schedule, description = default_schedule(family, n, k)
         return _resolved(request, schedule, description)
     if ref is None or anc is None:
         only, role = (ref, "reference") if ref is not None else (anc, "anchor")
@@ -125,6 +126,14 @@ def resolve(request: BudgetRequest, family: FamilySpec | None = None, steps: int
         schedule = schedule.with_provenance(**{TRANSFER: {"steps": ref.num_steps,
                                                           "anchor_speedup": ref.num_steps / anc.budget}})
     return replace(_resolved(request, schedule, describe(schedule, k), budget=k, entry=entry), quality=measured)
+
+
+def _per_run_budget(request: BudgetRequest, steps: int | None) -> tuple[int, int]:
+    """(N, K) of a request with nothing connected: the run's own N (the preview's when there is no run yet, at
+    least K) and K, at most N -- a run with fewer steps than the compute steps asked computes every step."""
+    asked = request.budget if request.mode == "compute steps" else 0
+    n = steps or max(PREVIEW_STEPS, asked)
+    return n, min(asked, n) if asked else request.k_for(n)
 
 
 def free_default_for_run(schedule: Schedule, steps: int) -> bool:

@@ -60,6 +60,17 @@ def test_compute_steps_mode_without_schedule_counts_the_runs_steps(batched_cfg):
         assert probe.block_runs == 4
 
 
+def test_compute_steps_above_the_preview_steps_without_schedule_fit_each_run(batched_cfg):
+    """Nothing connected: K belongs to the run, so 25 computed steps suit a 30-step run, and a run with fewer
+    steps than K computes every step instead of failing mid-sampling."""
+    b = bundle("flux")
+    model, ui = execute(b.patcher, budget_mode="compute steps", compute_steps=25)
+    assert ui["otcache_schedule"][0]["budget"] == 25
+    for steps, computed in ((30, 25), (12, 12)):
+        _, probe = probed_run(model, b, steps)
+        assert probe.block_runs == computed
+
+
 def test_reference_and_anchor_are_interpolated_like_the_preview(batched_cfg):
     ref, anc = preset_pair("flux1-dev")
     b = bundle("flux")
