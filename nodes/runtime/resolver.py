@@ -40,6 +40,7 @@ MODES = ("speedup", "compute steps")
 PRESET_STEPS = (40, 60)   # "near its own setting": the presets are made for 50 steps
 FREE_DEFAULT = "free default"   # the ladder's record of what connecting nothing measured
 TRANSFER = "transfer"           # provenance: the calibration's steps and the anchor's speed-up, for each run
+ASKED = "asked_speedup"         # provenance: the speed-up Apply was asked, which a run on other steps keeps
 
 
 @dataclass(frozen=True)
@@ -119,9 +120,11 @@ def resolve(request: BudgetRequest, family: FamilySpec | None = None, steps: int
     k = request.k_for(ref.num_steps)
     entry = transport.measured_entry(anc, ref.num_steps, k)
     measured = quality(anc, ref.num_steps, k, entry)
+    asked = {ASKED: float(request.speedup)} if request.mode == "speedup" else {}
     if request.reuse == AUTO and free_default_won(anc, ref.num_steps, k, entry):
-        return replace(_free_default(family, ref, k), quality=measured)
-    schedule = transport.placed_at(ref, anc, k, entry)
+        free = _free_default(family, ref, k)
+        return replace(free, schedule=free.schedule.with_provenance(**asked), quality=measured)
+    schedule = transport.placed_at(ref, anc, k, entry).with_provenance(**asked)
     if request.reuse == AUTO:
         schedule = schedule.with_provenance(**{TRANSFER: {"steps": ref.num_steps,
                                                           "anchor_speedup": ref.num_steps / anc.budget}})
@@ -218,9 +221,13 @@ def _resolved(request: BudgetRequest, schedule: Schedule, description: str, budg
 
 
 def run_budget(schedule: Schedule, steps: int) -> int:
-    """K of a run of ``steps`` steps that follows ``schedule``: its own K on its own step count, else its
-    speed-up kept (``warp.retarget_budget``: at least 2 when the last step is forced)."""
-    return schedule.budget if steps == schedule.num_steps else warp.retarget_budget(schedule, steps)
+    """K of a run of ``steps`` steps that follows ``schedule``: its own K on its own step count, else the
+    speed-up Apply was asked (its own N/K when none was: a schedule connected alone, or compute steps) kept
+    (``warp.retarget_budget``: at least 2 when the last step is forced)."""
+    if steps == schedule.num_steps:
+        return schedule.budget
+    asked = schedule.provenance.get(ASKED)
+    return warp.retarget_budget(schedule, steps, asked if isinstance(asked, (int, float)) and asked >= 1 else None)
 
 
 def plan_run(planned: Schedule | BudgetRequest, family: FamilySpec | None, run_sigmas: Sequence[float],

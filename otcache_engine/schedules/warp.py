@@ -295,9 +295,11 @@ def _least(schedule: Schedule, num_steps: int) -> int:
     return 2 if schedule.force_last and num_steps > 1 else 1
 
 
-def retarget_budget(schedule: Schedule, num_steps: int) -> int:
-    """K' of ``schedule`` on ``num_steps`` steps at its own speed-up N/K (at least 2 with a forced last step)."""
-    return budget_for_speedup(num_steps, schedule.num_steps / schedule.budget, _least(schedule, num_steps))
+def retarget_budget(schedule: Schedule, num_steps: int, speedup: float | None = None) -> int:
+    """K' of ``schedule`` on ``num_steps`` steps at ``speedup``, by default its own N/K (at least 2 with a forced
+    last step). A caller that knows the speed-up the user asked passes it: the schedule's own N/K is that
+    speed-up already rounded once to N, and rounding it again to another N can miss by a step."""
+    return budget_for_speedup(num_steps, speedup or schedule.num_steps / schedule.budget, _least(schedule, num_steps))
 
 
 def _target_sigmas(schedule: Schedule, num_steps: int, sigmas: Sequence[float] | None,

@@ -71,6 +71,18 @@ def test_compute_steps_above_the_preview_steps_without_schedule_fit_each_run(bat
         assert probe.block_runs == computed
 
 
+def test_a_run_on_other_steps_keeps_the_asked_speedup(batched_cfg):
+    """6x asked on a 50-step pair: 8 of 50 steps (6.25x); a 40-step run computes round(40 / 6) = 7 steps,
+    not the 6 that rounding 6.25x again would give."""
+    ref, anc = preset_pair("flux1-dev")
+    b = bundle("flux")
+    model, ui = execute(b.patcher, reference=ref, anchor=anc, speedup=6.0)
+    assert ui["otcache_schedule"][0]["budget"] == 8
+    for steps, computed in ((40, 7), (25, 4), (50, 8)):
+        _, probe = probed_run(model, b, steps)
+        assert probe.block_runs == computed
+
+
 def test_reference_and_anchor_are_interpolated_like_the_preview(batched_cfg):
     ref, anc = preset_pair("flux1-dev")
     b = bundle("flux")
