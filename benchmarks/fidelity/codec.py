@@ -26,6 +26,13 @@ def encode_internal(images: torch.Tensor, video: bool) -> torch.Tensor:
     return latent.unsqueeze(2) if video else latent
 
 
+def encode_clip(clips: torch.Tensor) -> torch.Tensor:
+    """(B, frames, 3, H, W) in [-1, 1] -> a video model's internal latent (B, 16, frames, H/2, W/2)."""
+    b, f = clips.shape[:2]
+    flat = encode_internal(clips.reshape((b * f,) + tuple(clips.shape[2:])), video=False)
+    return flat.reshape((b, f) + tuple(flat.shape[1:])).movedim(1, 2)
+
+
 def decode_internal(latent: torch.Tensor) -> torch.Tensor:
     """Internal latent (4-D, or 5-D with frames) -> images (B*frames, H, W, 3) in [0, 1], ComfyUI's IMAGE layout."""
     if latent.ndim == 5:

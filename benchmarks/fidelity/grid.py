@@ -17,7 +17,7 @@ def save_grid(setup: setups.Setup, path: Path | None = None, steps: int = 30, sc
     model = setups.load(setup)
     pairs = [Pair(p, 100 + r) for r in range(ROWS) for p in range(prompts.NUM_PROMPTS)]
     with torch.no_grad():
-        imgs = images(model, setup, pairs, steps)
+        imgs = images(model, setup, pairs, steps)[::setup.frames]   # a clip's first frame
     side = imgs.shape[1]
     cols = prompts.NUM_PROMPTS
     sheet = torch.zeros((ROWS * side, cols * side, 3))

@@ -44,7 +44,10 @@ class Setup:
     scheduler: str = "simple"
     steps: tuple[int, ...] = (30, 50)
     train_noise: str = "shifted"     # training noise levels: through the model's shift, or "plain" sigma
-    side: int = 32                   # image side in pixels (the models are trained at 32)
+    side: int = 32                   # image side in pixels of the runs
+    frames: int = 1                  # latent frames of the runs (video models)
+    train_sides: tuple[int, ...] = (32,)    # what the model was trained on: every batch takes one side and
+    train_frames: tuple[int, ...] = (1,)    # one frame count of these (so a transfer to the other means something)
 
     @property
     def weights(self) -> Path:
@@ -55,9 +58,9 @@ class Setup:
         return WEIGHTS / f"{self.name}_shapes.json"
 
     def empty_latent(self, batch: int = 1) -> torch.Tensor:
-        """The external empty latent of the 32x32 benchmark images (what an Empty*Latent node makes)."""
+        """The external empty latent of the benchmark images (what an Empty*Latent node makes)."""
         side = self.side // codec.FACTOR
-        shape = (batch, codec.LATENT_CHANNELS, 1, side, side) if self.video else \
+        shape = (batch, codec.LATENT_CHANNELS, self.frames, side, side) if self.video else \
             (batch, codec.LATENT_CHANNELS, side, side)
         return torch.zeros(shape)
 
@@ -87,7 +90,12 @@ FLUX = Setup(
 # steps then sit at noise levels it saw rarely in training, where its output moves fast.
 WAN21_PLAIN = dataclasses.replace(WAN21, name="wan21_plain", train_noise="plain")
 
-SETUPS = {s.name: s for s in (WAN21, WAN21_PLAIN, FLUX)}
+# Trained on two image sides and on two frame counts, for the transfer benchmark's resolution and frame rows:
+# a model trained at one size says nothing about how a schedule carries to another.
+FLUX_SIZES = dataclasses.replace(FLUX, name="flux_sizes", train_sides=(16, 32))
+WAN21_FRAMES = dataclasses.replace(WAN21, name="wan21_frames", frames=3, train_frames=(1, 3))
+
+SETUPS = {s.name: s for s in (WAN21, WAN21_PLAIN, FLUX, FLUX_SIZES, WAN21_FRAMES)}
 
 
 def new_model(setup: Setup) -> Any:

@@ -45,10 +45,29 @@ def noise_levels(model, b: int, g: torch.Generator, noise: str) -> torch.Tensor:
     return ms.sigma(ms.timestep(t)).float().clamp(1e-3, 1.0)
 
 
-def velocity_loss(model, setup: setups.Setup, images: torch.Tensor, labels: torch.Tensor, g: torch.Generator,
+def training_batch(setup: setups.Setup, size: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Internal latents and labels of one batch, at one of the setup's training sides and frame counts (drawn
+    after the images, so a setup with one of each trains on exactly the stream it always did)."""
+    labels = torch.randint(0, data.NUM_CLASSES, (size,), generator=g)
+    frames = setup.train_frames[0]
+    if len(setup.train_frames) > 1:
+        frames = setup.train_frames[int(torch.randint(0, len(setup.train_frames), (1,), generator=g))]
+    if frames > 1:
+        x0 = codec.encode_clip(data.render_clip(labels, g, frames))
+    else:
+        x0 = codec.encode_internal(data.render(labels, g), setup.video)
+    if len(setup.train_sides) > 1:
+        side = setup.train_sides[int(torch.randint(0, len(setup.train_sides), (1,), generator=g))]
+        if side != data.IMAGE_SIZE:   # a smaller picture of the same scene (box filter, as the renderer does)
+            flat = x0.flatten(0, 1) if x0.ndim == 5 else x0
+            flat = torch.nn.functional.avg_pool2d(flat, data.IMAGE_SIZE // side)
+            x0 = flat.unflatten(0, x0.shape[:2]) if x0.ndim == 5 else flat
+    return x0, labels
+
+
+def velocity_loss(model, setup: setups.Setup, x0: torch.Tensor, labels: torch.Tensor, g: torch.Generator,
                   noise_mode: str = "shifted", p_uncond: float = 0.1) -> torch.Tensor:
-    b = images.shape[0]
-    x0 = codec.encode_internal(images, setup.video)
+    b = x0.shape[0]
     sigma = noise_levels(model, b, g, noise_mode)
     noise = torch.randn(x0.shape, generator=g)
     drop = torch.rand(b, generator=g) < p_uncond
@@ -70,8 +89,8 @@ def train(setup: setups.Setup, steps: int, batch_size: int, lr: float, seed: int
     net.train()
 
     def loss_of_batch() -> torch.Tensor:
-        images, labels = data.batch(batch_size, g)
-        return velocity_loss(model, setup, images, labels, g, setup.train_noise)
+        x0, labels = training_batch(setup, batch_size, g)
+        return velocity_loss(model, setup, x0, labels, g, setup.train_noise)
 
     loop = Loop(steps, lr, max_minutes, ema_cap=0.998, log_every=log_every, loss_window=200, tag=f"train {setup.name}")
     ema, measured = fit(net, loss_of_batch, loop)
@@ -87,7 +106,8 @@ def save(setup: setups.Setup, net: torch.nn.Module, record: dict) -> Path:
     setup.weights.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in net.state_dict().items()}
     save_file(tensors, str(setup.weights), metadata={"format": "otcache.fidelity_model", "family": setup.name})
-    meta = {"family": setup.name, "train_noise": setup.train_noise, "comfy_config": setup.config_name, "unet_config": setup.unet_config,
+    meta = {"family": setup.name, "train_noise": setup.train_noise, "train_sides": list(setup.train_sides),
+            "train_frames": list(setup.train_frames), "comfy_config": setup.config_name, "unet_config": setup.unet_config,
             "sampler": {"sampler": setup.sampler, "scheduler": setup.scheduler, "cfg": setup.cfg},
             "prompts": [prompts.prompt_text(i) for i in range(prompts.NUM_PROMPTS)],
             "recipe": __doc__.split("The recipe", 1)[1].split("Writes", 1)[0].strip(),

@@ -5,6 +5,8 @@ cell's own steps, cfg, sampler and scheduler), then Apply with those schedules a
 changes all the time -- step count +-40 %, cfg, sampler, scheduler -- scored on held-out pairs against the
 uncached images *at that setting*, beside Apply with nothing connected (the free default) and a uniform
 output skip at the same speed-up. Apply's budget is the speed-up N/K, kept on the run's own step count.
+Models trained at two image sides or two frame counts (``flux_sizes``, ``wan21_frames``) get the latent-size
+rows instead: calibrated at their own size and run at the other, and calibrated at the other and run at their own.
 
 Writes ``docs/results/transfer/<family>_N<steps>.json`` and ``transfer.md``.
 """
@@ -75,7 +77,7 @@ def calibrated(model: Any, setup: setups.Setup, n: int, trials: int) -> tuple[An
     stage = pipeline.Stage(setup, n, bench.calibration_pairs())
     reference, calibration = pipeline.calibrate(model, stage)
     anchor = pipeline.anchor_search(model, stage, reference, calibration, trials=trials,
-                                    storage=f"transfer-{setup.name}-{setup.side}-{n}-{time.time_ns()}")
+                                    storage=f"transfer-{setup.name}-{setup.side}-{setup.frames}-{n}-{time.time_ns()}")
     return reference, anchor
 
 
@@ -107,6 +109,30 @@ def run_cell(setup: setups.Setup, n: int, pairs: int, trials: int) -> dict:
     return cell
 
 
+def other_sizes(setup: setups.Setup) -> list[tuple[str, str, setups.Setup]]:
+    """The latent sizes the model was also trained on: (what, share of the tokens, the setup run there)."""
+    out = [(f"{side} px", f"{(side / setup.side) ** 2:.2g}", replace(setup, side=side))
+           for side in setup.train_sides if side != setup.side]
+    return out + [(f"{f} latent frame{'s' if f > 1 else ''}", f"{f / setup.frames:.2g}", replace(setup, frames=f))
+                  for f in setup.train_frames if f != setup.frames]
+
+
+def run_size_cell(setup: setups.Setup, n: int, pairs: int, trials: int) -> dict:
+    """A model trained at several latent sizes: calibrated at its own size and run at the others, and
+    calibrated at each other size (a proxy when it is smaller) and run at its own."""
+    model = setups.load(setup)
+    base = settings(setup, n)[0]
+    own = f"{setup.side} px" if len(setup.train_sides) > 1 else f"{setup.frames} latent frames"
+    reference, anchor = calibrated(model, setup, n, trials)
+    rows = [row_at(model, setup, replace(base, name=f"as calibrated ({own})"), pairs, reference, anchor)]
+    for what, share, other in other_sizes(setup):
+        rows.append(row_at(model, other, replace(base, name=f"run at {what}"), pairs, reference, anchor))
+        ref_o, anc_o = calibrated(model, other, n, trials)
+        rows.append(row_at(model, setup, replace(base, name=f"calibrated at {what} ({share} of the tokens), run at "
+                                                         f"{own}"), pairs, ref_o, anc_o))
+    return {"family": setup.name, "steps": n, "held_out_pairs": pairs, "trials": trials, "settings": rows}
+
+
 def write_report(out: Path) -> Path:
     lines = ["# Calibrated schedules away from their setting (in-host benchmark)", "",
              "Each cell is calibrated once at its own setting (the first row), then run elsewhere. PSNR (dB) of "
@@ -128,6 +154,41 @@ def write_report(out: Path) -> Path:
     return path
 
 
+def margins(row: dict) -> list[str]:
+    """A row's margin over the free default at each speed-up, as the README shows it."""
+    return [f"{row['calibrated'][x] - row['free default'][x]:+.1f}" for x in (str(float(v)) for v in SPEEDUPS)]
+
+
+def write_readme_block(out: Path) -> Path:
+    """readme.md: margins over the free default, Flux beside Wan 2.1 per calibrated step count, then the
+    models trained at two latent sizes (``scripts/update_readme.py`` copies it between ``transfer-results``)."""
+    cells = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(out.glob("*_N*.json"))}
+    head = " | ".join(f"{float(x):g}x" for x in SPEEDUPS)
+    lines = []
+    for n in sorted({c["steps"] for c in cells.values()}):
+        flux, wan = cells.get(f"flux_N{n}"), cells.get(f"wan21_N{n}")
+        if not flux or not wan or len(flux["settings"]) != len(wan["settings"]):
+            continue
+        lines += [f"Calibrated at N = {n}:", "", f"| run setting | Flux {head} | Wan 2.1 {head} |",
+                  "| --- |" + " ---: |" * (2 * len(SPEEDUPS))]
+        for a, b in zip(flux["settings"], wan["settings"]):
+            name = a["setting"]["name"] if a["setting"]["name"] == b["setting"]["name"] else \
+                f"{a['setting']['name']} / {b['setting']['name']}"
+            lines.append(f"| {name} | " + " | ".join(margins(a) + margins(b)) + " |")
+        lines.append("")
+    sized = [c for c in cells.values() if c["family"] in ("flux_sizes", "wan21_frames")]
+    if sized:
+        lines += ["Models trained at two latent sizes, N = 30:", "", f"| model: run setting | {head} |",
+                  "| --- |" + " ---: |" * len(SPEEDUPS)]
+        for cell in sized:
+            for row in cell["settings"]:
+                lines.append(f"| {cell['family']}: {row['setting']['name']} | " + " | ".join(margins(row)) + " |")
+        lines.append("")
+    path = out / "readme.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", nargs="+", default=["flux", "wan21"], choices=sorted(setups.SETUPS))
@@ -140,11 +201,13 @@ def main(argv: list[str] | None = None) -> None:
     bench.quiet_run(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.families:
-        cell = run_cell(setups.SETUPS[name], args.steps, args.pairs, args.trials)
+        setup = setups.SETUPS[name]
+        run = run_size_cell if other_sizes(setup) else run_cell
+        cell = run(setup, args.steps, args.pairs, args.trials)
         path = args.out / f"{name}_N{args.steps}.json"
         path.write_text(json.dumps(cell, indent=1) + "\n", encoding="utf-8")
         print(f"[transfer] {path}")
-    print(f"[transfer] report: {write_report(args.out)}")
+    print(f"[transfer] report: {write_report(args.out)}, README rows: {write_readme_block(args.out)}")
 
 
 if __name__ == "__main__":

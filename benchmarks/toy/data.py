@@ -49,11 +49,32 @@ def _shape_masks(px: torch.Tensor, py: torch.Tensor, r: torch.Tensor) -> torch.T
 
 def render(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Images (B, 3, 32, 32) in [-1, 1] for integer class labels, drawn from ``generator``."""
+    return _draw(labels, _scene(labels.shape[0], generator), torch.zeros(labels.shape[0], 2))
+
+
+def render_clip(labels: torch.Tensor, generator: torch.Generator, frames: int) -> torch.Tensor:
+    """Clips (B, frames, 3, 32, 32): one scene per label whose shape drifts by up to 1.5 px a frame (so the
+    frames of a clip differ, as a video model's do, and a model trained on them learns the motion)."""
+    b = labels.shape[0]
+    scene = _scene(b, generator)
+    velocity = 3.0 * (torch.rand(b, 2, generator=generator) - 0.5)
+    middle = (frames - 1) / 2
+    return torch.stack([_draw(labels, scene, (f - middle) * velocity) for f in range(frames)], dim=1)
+
+
+def _scene(b: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Everything random about B images, drawn in one fixed order (the training stream depends on it)."""
+    u = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731 - local shorthand
+    return {"centre": 14.0 + 4.0 * u(b, 2), "radius": 7.5 + 2.5 * u(b), "colour": u(b, 3), "level": u(b, 1, 1, 1),
+            "tint": u(b, 3, 1, 1), "slope": u(b, 2)}
+
+
+def _draw(labels: torch.Tensor, scene: dict[str, torch.Tensor], offset: torch.Tensor) -> torch.Tensor:
+    """The images of ``scene`` with every shape moved by ``offset`` (B, 2) pixels."""
     b = labels.shape[0]
     s = IMAGE_SIZE * _SUPERSAMPLE
-    u = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731 - local shorthand
-    centre = (14.0 + 4.0 * u(b, 2)) * _SUPERSAMPLE
-    radius = (7.5 + 2.5 * u(b)) * _SUPERSAMPLE
+    centre = (scene["centre"] + offset) * _SUPERSAMPLE
+    radius = scene["radius"] * _SUPERSAMPLE
     grid = torch.arange(s, dtype=torch.float32) + 0.5
     px = grid.view(1, 1, s) - centre[:, 0].view(b, 1, 1)
     py = grid.view(1, s, 1) - centre[:, 1].view(b, 1, 1)
@@ -62,10 +83,10 @@ def render(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     mask = masks[shape_id, torch.arange(b)].unsqueeze(1)          # (B, 1, s, s)
 
     palette = torch.tensor(list(COLOURS.values()))
-    colour = (palette[colour_id] + 0.16 * (u(b, 3) - 0.5)).clamp(0, 1).view(b, 3, 1, 1)
-    level = 0.05 + 0.30 * u(b, 1, 1, 1)
-    tint = 0.06 * (u(b, 3, 1, 1) - 0.5)
-    slope = 0.12 * (u(b, 2) - 0.5)
+    colour = (palette[colour_id] + 0.16 * (scene["colour"] - 0.5)).clamp(0, 1).view(b, 3, 1, 1)
+    level = 0.05 + 0.30 * scene["level"]
+    tint = 0.06 * (scene["tint"] - 0.5)
+    slope = 0.12 * (scene["slope"] - 0.5)
     ramp = (slope[:, 0].view(b, 1, 1) * (grid.view(1, 1, s) / s - 0.5)
             + slope[:, 1].view(b, 1, 1) * (grid.view(1, s, 1) / s - 0.5)).unsqueeze(1)
     background = (level + tint + ramp).clamp(0, 1)
