@@ -77,7 +77,8 @@ class SharedPrefixes:
         and the model calls it took."""
         s = pair.settings
         sigmas = self._run_sigmas(model, s)
-        if not (self.store.max_bytes and resumable(s) and runs_as_is(schedule, sigmas)):
+        if not (self.store.max_bytes and resumable(s) and runs_as_is(schedule, sigmas)) or all(schedule.mask):
+            # (a schedule that computes every step runs with caching off: nothing to resume or keep)
             return sample(model, s, pair.seed), schedule.budget
         mask = schedule.mask
         saved = self.store.find(key, mask)

@@ -108,6 +108,14 @@ def test_the_memory_bound_is_kept_and_read_from_the_environment(bundle, monkeypa
         memory_bound()
 
 
+def test_a_schedule_that_computes_every_step_is_sampled_whole_after_shared_ones(bundle):
+    op = Operator("omnicache", 1.0)
+    full = Schedule(N, tuple(range(N)))
+    scores, judge, runs = judged(bundle, settings(bundle), SharedPrefixes(), schedules()[:1] + [full], op)
+    assert scores[1] == pytest.approx(0.0, abs=1e-6)      # every step computed: the uncached run itself
+    assert judge.calls == 2 * (len(STEPS[0]) + N)
+
+
 def test_a_schedule_the_run_would_retarget_is_sampled_whole(bundle):
     op = Operator("omnicache", 1.0)
     other = [Schedule(N + 4, (0, 2, 5, 9, 15)), Schedule(N + 4, (0, 2, 5, 10, 15))]
