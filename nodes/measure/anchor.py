@@ -161,13 +161,14 @@ def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds:
                   trials: int = 64, search_seed: int = 0, storage: str = "", vae: Any = None,
                   calibration: CalibrationData | None = None, reuse: str = AUTO, gamma: float = 0.5,
                   max_gap: int = 0, metric: Perceptual | None = None, own_seeds: bool = False,
-                  validate: bool = True, every_budget: bool = True) -> tuple[Schedule, dict[str, Any]]:
+                  validate: bool = True, every_budget: bool | None = None) -> tuple[Schedule, dict[str, Any]]:
     """Run or resume the anchor search; returns the anchor and a summary for the UI.
 
     Trials are judged on the calibration's (prompt, seed) pairs when a calibration made with the same sampler
     settings is connected (``own_seeds`` False): an anchor fitted to one seed does not carry to others.
     ``validate`` checks the result against rivals and the free default on the same pairs: at ``every_budget``
-    between the anchor and the reference, or at the two ends only (cheaper). What it will cost is said
+    between the anchor and the reference, or at the two ends only (cheaper); None decides by the pairs
+    (:func:`validate_every_budget`). What it will cost is said
     before the first model call, and what it spent at the end.
     """
     import comfy.model_management
@@ -179,6 +180,8 @@ def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds:
     run = _setup(model, s, reference, seeds, budget, trials, search_seed, storage, vae, calibration, reuse, gamma,
                  max_gap, metric, own_seeds)
     refs = recorded_refs(run.base, calibration, run.pairs, run.metric, vae)
+    auto = "" if every_budget is not None else f" (validate_budgets auto: {len(run.pairs)} pair(s))"
+    every_budget = validate_every_budget(len(run.pairs)) if every_budget is None else every_budget
     operators = ladder_operators(run.op, reuse, reference) if validate else []
     planned = _announce(run, refs is None, len(operators) if every_budget else 0, validate)
     progress = Progress(len(run.pairs) * run.n, "Anchor Search")
@@ -196,10 +199,22 @@ def anchor_search(model: Any, s: SamplerSettings, reference: Schedule, *, seeds:
         ends = {"reference": operator_for(reuse, gamma, reference, None, reference.budget)[0], "anchor": run.op}
         anchor, checked = _with_ladder(anchor, judge, run, calibration, operators if every_budget else [], ends,
                                        progress)
+        checked += auto
     if judge.saving():
         log.info("[OTCache] Anchor Search: %s", judge.saving())
     cost = spent("Anchor Search", run.n, judge.calls, progress.seconds)
     return anchor, _summary(anchor, run, checked, planned, cost)
+
+
+AUTO_EVERY_BUDGET_PAIRS = 2
+
+
+def validate_every_budget(pairs: int) -> bool:
+    """'auto': every budget when the trials are judged on several pairs, the two ends with one. With one pair
+    the ladder's pick between two candidates follows that one seed: on the cost-fidelity benchmark, validating
+    every budget then cost 40-110 % more and moved held-out PSNR by -4.8 to +3.7 dB (+0.1 on average) against
+    the two ends; with four pairs it gained up to 5.2 dB on the full benchmark."""
+    return pairs >= AUTO_EVERY_BUDGET_PAIRS
 
 
 def _setup(model: Any, s: SamplerSettings, reference: Schedule, seeds: list[int], budget: int, trials: int,

@@ -28,8 +28,9 @@ ANCHOR = {QUICK: {"trials": 12, "validate": True, "validate_budgets": "the two e
 THOROUGH_PAIRS = 4
 
 TOOLTIP = ("One switch for the cost of calibrating (see the README's cost table). 'as set below': the inputs "
-           "as they are; their defaults are the knee of the measured cost-fidelity curve (about 22 uncached "
-           "generations at 30 steps with one seed). 'quick': local error, no operator check, 12 trials, the "
+           "as they are; their defaults are the knee of the measured cost-fidelity curve (about 16 uncached "
+           "generations at 30 or 50 steps with one seed; validate_budgets auto checks every budget once there "
+           "are several pairs). 'quick': local error, no operator check, 12 trials, the "
            "two ends validated (about 5 generations). 'thorough': 4 calibration seeds (seed .. seed+3, unless "
            "calibration_seeds or more_prompts give the pairs), hybrid error, operator check, 100 trials, every "
            "budget validated (about 100 generations). A level overrides the inputs it names; the node's note "

@@ -167,6 +167,20 @@ def test_validating_the_two_ends_only_costs_less_and_apply_follows_the_nearer_en
                                                             budget=5)).description
 
 
+def test_auto_validates_every_budget_with_several_pairs_and_the_two_ends_with_one(flux, searched, tmp_path,
+                                                                                 monkeypatch):
+    s, reference, calibration, anchor, summary = searched              # judged on the calibration's 2 pairs
+    assert anchor.provenance["ladder"]["entries"] and "auto: 2 pair(s)" in summary["validation"]
+    monkeypatch.setattr(folder_paths, "get_user_directory", lambda: str(tmp_path))
+    one, one_summary = MA.anchor_search(flux.patcher, s, reference, seeds=[0], budget=3, trials=6,
+                                        own_seeds=True)
+    assert one.provenance["ladder"]["entries"] == {} and set(one.provenance["ladder"]["ends"]) == {"reference",
+                                                                                                  "anchor"}
+    assert one_summary["validation"].startswith("validated the two ends only")
+    assert one_summary["validation"].endswith("(validate_budgets auto: 1 pair(s))")
+    assert MA.validate_every_budget(2) and not MA.validate_every_budget(1)
+
+
 def test_a_run_with_fewer_steps_beyond_the_anchors_speedup_takes_the_free_default(flux, searched, caplog):
     """The transfer benchmark's one failing region: fewer steps than calibrated, a speed-up beyond the
     anchor's. Such a run samples exactly what Apply with nothing connected samples at its K; others do not."""
