@@ -55,6 +55,8 @@ VARIANTS = (
     Variant("defaults: 1 pair, hybrid, operator check, 30 trials, auto (the two ends with one pair)", 1, {}, {}),
     Variant("1 pair, hybrid, operator check, 20 trials, the two ends", 1, {"error_mode": "hybrid", "measure": True},
             {"trials": 20, "validate": True, "validate_budgets": "the two ends"}),
+    Variant("1 pair, hybrid, operator check, 25 trials, the two ends", 1, {"error_mode": "hybrid", "measure": True},
+            {"trials": 25, "validate": True, "validate_budgets": "the two ends"}),
 )
 
 
