@@ -52,11 +52,11 @@ VARIANTS = (
     Variant("quick: 1 pair, local, no operator check, 12 trials, the two ends", 1,
             {"error_mode": "local", "measure": False},
             {"trials": 12, "validate": True, "validate_budgets": "the two ends"}),
-    Variant("defaults: 1 pair, hybrid, operator check, 30 trials, auto (the two ends with one pair)", 1, {}, {}),
+    Variant("1 pair, hybrid, operator check, 30 trials, auto (the two ends with one pair)", 1, {},
+            {"trials": 30}),
     Variant("1 pair, hybrid, operator check, 20 trials, the two ends", 1, {"error_mode": "hybrid", "measure": True},
             {"trials": 20, "validate": True, "validate_budgets": "the two ends"}),
-    Variant("1 pair, hybrid, operator check, 25 trials, the two ends", 1, {"error_mode": "hybrid", "measure": True},
-            {"trials": 25, "validate": True, "validate_budgets": "the two ends"}),
+    Variant("defaults: 1 pair, hybrid, operator check, 25 trials, auto (the two ends with one pair)", 1, {}, {}),
 )
 
 
@@ -160,10 +160,11 @@ def write_report(out: Path) -> Path:
 README_ROWS = {   # variant -> its row in the README (the others stay in cost.md)
     VARIANTS[4].name: "**quick** (`effort` quick): 1 pair, local error, no operator check, 12 trials, the two ends",
     VARIANTS[6].name: "defaults but 20 trials, 1 pair",
-    VARIANTS[5].name: "**defaults**, 1 pair (hybrid error, operator check, 30 trials, `validate_budgets` auto: "
+    VARIANTS[7].name: "**defaults**, 1 pair (hybrid error, operator check, 25 trials, `validate_budgets` auto: "
                       "the two ends with one pair)",
-    VARIANTS[2].name: "defaults but `validate_budgets` every budget, 1 pair",
-    VARIANTS[1].name: "defaults with 4 pairs (auto: every budget)",
+    VARIANTS[5].name: "defaults but 30 trials, 1 pair",
+    VARIANTS[2].name: "defaults but 30 trials and `validate_budgets` every budget, 1 pair",
+    VARIANTS[1].name: "4 pairs, 30 trials (auto: every budget)",
     VARIANTS[0].name: "**thorough** (`effort` thorough): 4 pairs, 100 trials, every budget",
 }
 TITLES = {"flux": "Flux (FLUX.1-schnell class, cfg 1)", "wan21": "Wan 2.1 class (cfg 3)"}

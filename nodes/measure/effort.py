@@ -6,7 +6,7 @@ Each level is the same set of node inputs a user could set by hand, so a level n
 inputs cannot: "as set below" takes the inputs as they are (their defaults are the knee).
 
 - quick: one pair, local error (no tail re-runs), no operator check; 12 trials, the two ends validated
-  -- about 5 uncached generations in all at 30 steps.
+  -- about 4 uncached generations in all at 30 or 50 steps.
 - thorough: four calibration pairs (seed .. seed+3 when no other seeds or prompts are given), hybrid error,
   operator check; 100 trials, every budget validated -- about 100 generations.
 """
@@ -28,10 +28,10 @@ ANCHOR = {QUICK: {"trials": 12, "validate": True, "validate_budgets": "the two e
 THOROUGH_PAIRS = 4
 
 TOOLTIP = ("One switch for the cost of calibrating (see the README's cost table). 'as set below': the inputs "
-           "as they are; their defaults are the knee of the measured cost-fidelity curve (about 16 uncached "
+           "as they are; their defaults are the knee of the measured cost-fidelity curve (about 15 uncached "
            "generations at 30 or 50 steps with one seed; validate_budgets auto checks every budget once there "
            "are several pairs). 'quick': local error, no operator check, 12 trials, the "
-           "two ends validated (about 5 generations). 'thorough': 4 calibration seeds (seed .. seed+3, unless "
+           "two ends validated (about 4 generations). 'thorough': 4 calibration seeds (seed .. seed+3, unless "
            "calibration_seeds or more_prompts give the pairs), hybrid error, operator check, 100 trials, every "
            "budget validated (about 100 generations). A level overrides the inputs it names; the node's note "
            "says which.")
