@@ -317,11 +317,21 @@ def _retarget_gap(schedule: Schedule, num_steps: int, budget: int, max_gap: int 
     if max_gap is not None:
         check_feasible(budget, num_steps, max_gap, schedule.force_last)
         return max_gap
-    span_src = schedule.num_steps - 1 if schedule.force_last else schedule.num_steps
-    span_dst = num_steps - 1 if schedule.force_last else num_steps
     source_gap = schedule.max_gap or schedule.largest_gap
-    scaled = math.ceil(source_gap * span_dst / span_src) if span_src > 0 else span_dst
+    scale = _uniform_gap(num_steps, budget, schedule.force_last) / _uniform_gap(
+        schedule.num_steps, schedule.budget, schedule.force_last)
+    scaled = math.ceil(source_gap * scale - 1e-9)
     return max(1, scaled, smallest_feasible_gap(num_steps, budget, schedule.force_last))
+
+
+def _uniform_gap(num_steps: int, budget: int, force_last: bool) -> float:
+    """The gap of K evenly spread computations on N steps. The cap is kept relative to it: the warp keeps a
+    schedule's gaps in proportion to the uniform gap at K', so scaling the cap by the span instead (which is
+    the same only when K stays) squeezed the retargeted schedule when K' fell faster than N' -- on 30 of 50
+    steps at 4x it fell to 1.2x the uniform gap and flattened a front-loaded schedule into a uniform one."""
+    span = num_steps - 1 if force_last else num_steps
+    intervals = budget - 1 if force_last else budget
+    return span / intervals if span > 0 and intervals > 0 else float(max(span, 1))
 
 
 def _place(warp: Warp, budget: int, num_steps: int, max_gap: int | None, coord: str,

@@ -182,6 +182,20 @@ def test_retarget_keeps_the_shape_and_the_speedup():
     assert back.budget == 26 and sum(abs(a - b) for a, b in zip(back.compute_steps, ref.compute_steps)) <= 8
 
 
+def test_retarget_keeps_the_gap_cap_relative_to_the_uniform_gap():
+    # A front-loaded 50-step schedule at 3.85x (cap 8, twice its uniform gap) carried to 30 steps at 3.75x:
+    # K falls faster than N, so a cap scaled by the span (5, 1.2x the uniform gap of 8 on 30) flattened it
+    # into 0, 1, 4, 9, ..., 29 -- uniform with a wasted start, 3 dB below the free default in the benchmark.
+    graph = Schedule(50, (0, 1, 2, 4, 6, 8, 13, 19, 26, 33, 40, 46, 49), max_gap=8)
+    r = retarget(graph, 30, budget=8)
+    assert r.max_gap == math.ceil(8 * (29 / 7) / (49 / 12))
+    assert r.compute_steps == retarget(graph, 30, budget=8, max_gap=29).compute_steps   # the cap does not bind
+    gaps = np.diff(r.compute_steps)
+    assert list(gaps) == sorted(gaps[:-1]) + [gaps[-1]] and gaps[0] == 1 and gaps.max() > 5
+    same_k = retarget(graph, 100, keep="budget")                  # K kept: the same as scaling by the span
+    assert same_k.max_gap == math.ceil(8 * 99 / 49)
+
+
 def test_retarget_in_sigma_follows_noise_levels():
     sig_hi, sig_lo = flux_sigmas(50, 1.15), flux_sigmas(50, 0.5)
     s = Schedule(50, (*range(11), 14, 18, 22, 26, 30, 34, 38, 42, 46, 49), sigmas=sig_hi)
