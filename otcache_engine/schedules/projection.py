@@ -37,6 +37,14 @@ def smallest_feasible_budget(num_steps: int, max_gap: int | None, force_last: bo
     return max(1, math.ceil(span / gap))
 
 
+def uniform_gap(num_steps: int, budget: int, force_last: bool = True) -> float:
+    """The gap of ``budget`` evenly spread computations on ``num_steps`` steps: the K-1 intervals cover N-1
+    steps with ``force_last``, the K intervals up to the sink cover N without it (the span when there are none)."""
+    span = num_steps - 1 if force_last else num_steps
+    intervals = budget - 1 if force_last else budget
+    return span / intervals if span > 0 and intervals > 0 else float(max(span, 1))
+
+
 def smallest_feasible_gap(num_steps: int, budget: int, force_last: bool = True) -> int:
     """The least max gap that makes ``budget`` computed steps feasible."""
     span = num_steps - 1 if force_last else num_steps
@@ -47,7 +55,7 @@ def smallest_feasible_gap(num_steps: int, budget: int, force_last: bool = True) 
         raise InfeasibleBudgetError(
             f"budget K={budget} cannot reach step {num_steps - 1} whatever the max gap; use K >= 2",
             smallest_feasible=2)
-    return max(1, math.ceil(span / intervals))
+    return max(1, math.ceil(uniform_gap(num_steps, budget, force_last)))
 
 
 def check_feasible(budget: int, num_steps: int, max_gap: int | None, force_last: bool = True) -> None:

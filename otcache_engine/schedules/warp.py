@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ScheduleError
-from .projection import check_feasible, project, smallest_feasible_gap
+from .projection import check_feasible, project, smallest_feasible_gap, uniform_gap
 from .schedule import Schedule, budget_for_speedup
 
 COORDS = ("index", "sigma")
@@ -318,20 +318,14 @@ def _retarget_gap(schedule: Schedule, num_steps: int, budget: int, max_gap: int 
         check_feasible(budget, num_steps, max_gap, schedule.force_last)
         return max_gap
     source_gap = schedule.max_gap or schedule.largest_gap
-    scale = _uniform_gap(num_steps, budget, schedule.force_last) / _uniform_gap(
+    # The cap keeps its ratio to the uniform gap (method.md §5.6): the warp keeps a schedule's gaps in
+    # proportion to it at K', and scaling the cap by the span instead -- the same only when K stays --
+    # squeezed the schedule when K' fell faster than N' (on 30 of 50 steps at 4x, 1.2x the uniform gap,
+    # which flattened a front-loaded schedule into a uniform one).
+    scale = uniform_gap(num_steps, budget, schedule.force_last) / uniform_gap(
         schedule.num_steps, schedule.budget, schedule.force_last)
     scaled = math.ceil(source_gap * scale - 1e-9)
     return max(1, scaled, smallest_feasible_gap(num_steps, budget, schedule.force_last))
-
-
-def _uniform_gap(num_steps: int, budget: int, force_last: bool) -> float:
-    """The gap of K evenly spread computations on N steps. The cap is kept relative to it: the warp keeps a
-    schedule's gaps in proportion to the uniform gap at K', so scaling the cap by the span instead (which is
-    the same only when K stays) squeezed the retargeted schedule when K' fell faster than N' -- on 30 of 50
-    steps at 4x it fell to 1.2x the uniform gap and flattened a front-loaded schedule into a uniform one."""
-    span = num_steps - 1 if force_last else num_steps
-    intervals = budget - 1 if force_last else budget
-    return span / intervals if span > 0 and intervals > 0 else float(max(span, 1))
 
 
 def _place(warp: Warp, budget: int, num_steps: int, max_gap: int | None, coord: str,
